@@ -1,0 +1,307 @@
+"""Speed of greenphase against SUMO alone and sumo-rl: one episode per row, same machine, same run.
+
+Every row runs one episode over the scenario's whole horizon; the reported wall
+time is the median of ``repeats``. The repeats are interleaved (repeat ``r``
+runs every row once, then ``r + 1``) so that noise on a shared machine hits all
+rows alike.
+
+- ``sumo``: the ``sumo`` binary alone on the net and route files with the
+  network's static programs; the wall time of the whole subprocess.
+- ``sumo-rl:fixed`` and ``sumo-rl:random``: sumo-rl's ``SumoEnvironment`` on
+  libsumo, under the static programs (``fixed_ts=True``) or random actions
+  every 5 s; timed from ``reset`` through the last step and ``close``.
+- ``greenphase:fixed``: :class:`~simulator.env.TrafficSignalEnv` under the
+  static programs; timed from ``reset`` through the last step, which closes
+  SUMO, reads the tripinfo output and computes the KPIs.
+- ``greenphase:max-pressure``: :func:`experiments.runner.run_episode` with the
+  max-pressure controller, building the simulation included.
+
+libsumo holds one simulation per process and sumo-rl keeps global state in it,
+so each Python row runs in a fresh worker process (``spawn``) for every
+repeat. The worker imports everything and builds the environment first, then
+times only the episode: interpreter start-up and imports are not counted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from networks import Scenario
+
+ROWS: tuple[str, ...] = (
+    "sumo",
+    "sumo-rl:fixed",
+    "sumo-rl:random",
+    "greenphase:fixed",
+    "greenphase:max-pressure",
+)
+"""The measured rows, in the order they are run and reported."""
+
+SEED = 0
+"""SUMO's random seed in every row, and the seed of the random actions."""
+
+DELTA_TIME = 5
+"""Seconds between decisions in the sumo-rl rows (greenphase's default is also 5 s)."""
+
+WORKER_TIMEOUT_S = 1800.0
+"""Longest one worker may take for an episode before the bench gives up."""
+
+
+class BenchError(RuntimeError):
+    """A row failed to run; the message names the row and the cause."""
+
+
+def sumo_command(scenario: Scenario) -> list[str]:
+    """The ``sumo`` command line of the ``sumo`` row: static programs, no outputs.
+
+    Args:
+        scenario: The network, its demand and the horizon.
+
+    Returns:
+        The command, binary first.
+    """
+    from simulator.sumo import sumo_binary
+
+    return [
+        sumo_binary("sumo"),
+        "-n", str(scenario.net_file),
+        "-r", ",".join(str(r) for r in scenario.route_files),
+        "-b", str(scenario.begin),
+        "-e", str(scenario.end),
+        "--no-step-log", "true",
+        "--no-warnings", "true",
+        "--time-to-teleport", "-1",
+        "--seed", str(SEED),
+    ]  # fmt: skip
+
+
+def _time_sumo(scenario: Scenario) -> float:
+    cmd = sumo_command(scenario)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"row 'sumo': sumo exited with status {proc.returncode}: {last}")
+    return wall
+
+
+# ------------------------------------------------------------------ workers
+# Each builder runs inside a fresh worker process: it imports what the row needs,
+# builds the environment, and returns the untimed-until-called episode.
+
+
+def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
+    # sumo-rl picks traci or libsumo when it is imported, and raises ImportError
+    # unless SUMO_HOME is set: both must be in the environment first.
+    os.environ["LIBSUMO_AS_TRACI"] = "1"
+    from simulator.sumo import sumo_home
+
+    os.environ["SUMO_HOME"] = str(sumo_home())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"(sumo_rl|pettingzoo|gymnasium)(\.|$)")
+        from sumo_rl import SumoEnvironment
+
+        env = SumoEnvironment(
+            net_file=str(scenario.net_file),
+            route_file=",".join(str(r) for r in scenario.route_files),
+            out_csv_name=None,
+            use_gui=False,
+            begin_time=scenario.begin,
+            num_seconds=scenario.horizon_s,
+            delta_time=DELTA_TIME,
+            single_agent=False,
+            fixed_ts=fixed,
+            sumo_seed=SEED,
+            add_system_info=False,
+            add_per_agent_info=False,
+            sumo_warnings=False,
+            additional_sumo_cmd="--no-step-log true",
+        )
+    spaces = {ts: env.action_spaces(ts) for ts in env.ts_ids}
+    for i, space in enumerate(spaces.values()):
+        space.seed(SEED + i)
+
+    def episode() -> None:
+        env.reset(seed=SEED)
+        done = False
+        while not done:
+            actions: dict[str, Any] = (
+                {} if fixed else {ts: space.sample() for ts, space in spaces.items()}
+            )
+            _, _, dones, _ = env.step(actions)
+            done = bool(dones["__all__"])
+        env.close()
+
+    return episode
+
+
+def _greenphase_fixed_episode(scenario: Scenario) -> Callable[[], None]:
+    import libsumo  # noqa: F401 - imported here so that the timing leaves its import out
+
+    from simulator.env import TrafficSignalEnv
+
+    env = TrafficSignalEnv(scenario, program="static")
+    action = env.action_space.sample()
+
+    def episode() -> None:
+        env.reset(seed=SEED)
+        truncated = False
+        while not truncated:
+            _, _, _, truncated, _ = env.step(action)
+        env.close()
+
+    return episode
+
+
+def _greenphase_max_pressure_episode(scenario: Scenario) -> Callable[[], None]:
+    import libsumo  # noqa: F401 - imported here so that the timing leaves its import out
+
+    from experiments.runner import run_episode
+
+    def episode() -> None:
+        run_episode(scenario, "max-pressure", SEED)
+
+    return episode
+
+
+_BUILDERS: dict[str, Callable[[Scenario], Callable[[], None]]] = {
+    "sumo-rl:fixed": lambda sc: _sumo_rl_episode(sc, fixed=True),
+    "sumo-rl:random": lambda sc: _sumo_rl_episode(sc, fixed=False),
+    "greenphase:fixed": _greenphase_fixed_episode,
+    "greenphase:max-pressure": _greenphase_max_pressure_episode,
+}
+
+
+def _worker(row: str, scenario: Scenario, conn: Connection) -> None:
+    """Build ``row``'s episode, time it, and send ``("ok", seconds)`` or ``("error", text)``."""
+    try:
+        # SUMO and traci print to stdout, which may carry the CLI's JSON: silence it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        sys.stdout = open(os.devnull, "w")  # lives as long as the worker
+        episode = _BUILDERS[row](scenario)
+        started = time.perf_counter()
+        episode()
+        conn.send(("ok", time.perf_counter() - started))
+    except BaseException as err:  # reported to the parent, which raises
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def _time_in_worker(row: str, scenario: Scenario) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(row, scenario, sender), daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        if not receiver.poll(WORKER_TIMEOUT_S):
+            proc.kill()
+            raise BenchError(f"row {row!r}: no result within {WORKER_TIMEOUT_S:.0f} s")
+        try:
+            status, payload = receiver.recv()
+        except EOFError:
+            proc.join()
+            raise BenchError(
+                f"row {row!r}: the worker died (exit status {proc.exitcode})"
+            ) from None
+    finally:
+        receiver.close()
+        proc.join()
+    if status != "ok":
+        raise BenchError(f"row {row!r}: {payload}")
+    return float(payload)
+
+
+# -------------------------------------------------------------------- bench
+
+
+def bench(
+    scenario: Scenario,
+    *,
+    repeats: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time one episode of every row over the scenario's horizon, ``repeats`` times, interleaved.
+
+    Args:
+        scenario: The network, its demand and the horizon.
+        repeats: Episodes per row; the reported wall time is their median.
+        progress: Called with one line after each timed episode.
+
+    Returns:
+        ``{"network", "begin_s", "end_s", "repeats", "rows"}``; each row is
+        ``{"name", "wall_s" (median), "walls_s" (every repeat), "ratio_to_sumo"}``,
+        in :data:`ROWS` order. The dict is JSON-serialisable.
+
+    Raises:
+        ValueError: ``repeats`` is below 1.
+        BenchError: A row failed to run.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    walls: dict[str, list[float]] = {row: [] for row in ROWS}
+    for r in range(repeats):
+        for row in ROWS:
+            wall = _time_sumo(scenario) if row == "sumo" else _time_in_worker(row, scenario)
+            walls[row].append(wall)
+            if progress is not None:
+                progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} {wall:.3f} s")
+    medians = {row: statistics.median(w) for row, w in walls.items()}
+    sumo = medians["sumo"]
+    return {
+        "network": scenario.name,
+        "begin_s": scenario.begin,
+        "end_s": scenario.end,
+        "repeats": repeats,
+        "rows": [
+            {
+                "name": row,
+                "wall_s": medians[row],
+                "walls_s": walls[row],
+                "ratio_to_sumo": medians[row] / sumo,
+            }
+            for row in ROWS
+        ],
+    }
+
+
+def format_table(result: dict[str, Any]) -> Table:
+    """The result of :func:`bench` as a table for the terminal.
+
+    Args:
+        result: What :func:`bench` returned.
+
+    Returns:
+        A table with the columns name, wall s and ratio to SUMO.
+    """
+    table = Table(
+        title=(
+            f"{result['network']}: one episode {result['begin_s']}-{result['end_s']} s, "
+            f"median of {result['repeats']}"
+        )
+    )
+    table.add_column("name")
+    table.add_column("wall s", justify="right")
+    table.add_column("ratio to SUMO", justify="right")
+    for row in result["rows"]:
+        table.add_row(row["name"], f"{row['wall_s']:.3f}", f"{row['ratio_to_sumo']:.2f}")
+    return table

@@ -1,0 +1,248 @@
+"""The ``greenphase`` command line: thin commands that parse, call one library function, print."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import networks
+from agents import UnknownControllerError
+from experiments import results
+from experiments.compare import compare as run_compare
+from experiments.compare import spec_of, validate_controllers
+from experiments.compare import write as write_results
+from networks import DEFAULT_NETWORK, NetworkError, Scenario
+from simulator import ProgramError, SumoError
+
+app = typer.Typer(
+    help="greenphase: adaptive traffic signals on real road networks in SUMO, compared honestly.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=False,
+)
+networks_app = typer.Typer(help="The scenario registry.", add_completion=False,
+                           pretty_exceptions_enable=False)
+app.add_typer(networks_app, name="networks")
+
+# piped output (CI logs, files) gets a width that fits the comparison table
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+USER_ERRORS = (NetworkError, UnknownControllerError, ProgramError, SumoError, results.OutputError)
+
+
+class BadInput(ValueError):
+    """A command-line value that cannot be used."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad input into one line on stderr and exit status 2, never a traceback."""
+    try:
+        yield
+    except (BadInput, *USER_ERRORS) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
+# ------------------------------------------------------------------ options
+NetworkOpt = Annotated[
+    str | None,
+    typer.Option("--network", "-n", help="Registered network (see `networks list`) or grid-RxC."),
+]
+NetOpt = Annotated[Path | None, typer.Option("--net", help="A SUMO .net.xml of your own.")]
+RoutesOpt = Annotated[
+    list[Path] | None, typer.Option("--routes", help="Route file(s) for --net (repeatable).")
+]
+BeginOpt = Annotated[int | None, typer.Option("--begin", help="Simulated start time in s.")]
+EndOpt = Annotated[int | None, typer.Option("--end", help="Simulated end time in s.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def scenario_from(
+    network: str | None, net: Path | None, routes: list[Path] | None,
+    begin: int | None, end: int | None,
+) -> Scenario:
+    """The scenario the options name: a registered network, or a user's net and routes."""
+    if net is not None:
+        if network is not None:
+            raise BadInput("give either --network or --net/--routes, not both")
+        return networks.from_files(net, routes or [], begin, end)
+    if routes:
+        raise BadInput("--routes needs --net")
+    scenario = networks.get(network or DEFAULT_NETWORK)
+    if begin is None and end is None:
+        return scenario
+    b = scenario.begin if begin is None else begin
+    e = scenario.end if end is None else end
+    return Scenario(scenario.name, scenario.net_file, scenario.route_files, b, e,
+                    scenario.description)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err_console, transient=False,
+    )
+
+
+def _fmt(mean: float, ci: float) -> str:
+    return f"{mean:.1f} ± {ci:.1f}"
+
+
+def comparison_table(summary: Any, title: str) -> Table:
+    """The comparison as a table: means ± 95% CI over seeds."""
+    table = Table(title=title)
+    for col in ("controller", "seeds", "delay s", "travel time s", "waiting s",
+                "throughput veh/h", "queue veh", "delay vs fixed"):
+        table.add_column(col, justify="left" if col == "controller" else "right")
+    for row in summary.to_dict("records"):
+        vs = row["delay_vs_fixed_pct"]
+        table.add_row(
+            row["controller"], str(row["seeds"]),
+            _fmt(row["mean_delay_s"], row["ci95_delay_s"]),
+            _fmt(row["mean_travel_time_s"], row["ci95_travel_time_s"]),
+            _fmt(row["mean_waiting_time_s"], row["ci95_waiting_time_s"]),
+            _fmt(row["throughput_veh_h"], row["ci95_throughput_veh_h"]),
+            _fmt(row["mean_queue_veh"], row["ci95_queue_veh"]),
+            "—" if vs != vs else f"{vs:+.1f}%",
+        )
+    return table
+
+
+# ------------------------------------------------------------------ compare
+@app.command()
+def compare(
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    controllers: Annotated[
+        str, typer.Option("--controllers", "-c", help="Comma-separated controller names.")
+    ] = "fixed,webster,actuated,max-pressure,sotl,random",
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Number of seeds (0..N-1).")] = 3,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Results folder (default runs/...).")
+    ] = None,
+    json_out: JsonOpt = False,
+    decision_interval: Annotated[
+        float, typer.Option("--decision-interval", help="Seconds between decisions.")
+    ] = 5.0,
+) -> None:
+    """Run controllers on one network over seeds; print the table and write the results."""
+    with user_errors():
+        if seeds < 1:
+            raise BadInput(f"--seeds must be at least 1, got {seeds}")
+        if decision_interval <= 0:
+            raise BadInput(f"--decision-interval must be > 0, got {decision_interval}")
+        scenario = scenario_from(network, net, routes, begin, end)
+        names = validate_controllers(controllers.split(","))
+        if names[0] not in controllers.split(","):
+            err_console.print("[dim]adding fixed timing as the reference[/dim]")
+        folder = out or Path("runs") / f"compare-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        results.ensure_writable(folder)
+        seed_list = list(range(seeds))
+        steps = -(-scenario.horizon_s // decision_interval)
+        started = time.perf_counter()
+        with _progress() as bar:
+            task = bar.add_task(f"{scenario.name}", total=len(names) * len(seed_list))
+            sub = bar.add_task("", total=steps)
+
+            def on_step(controller: str, seed: int, t: float) -> None:
+                done = (t - scenario.begin) / decision_interval
+                bar.update(sub, completed=done, description=f"  {controller} seed {seed}")
+                if t >= scenario.end:
+                    bar.advance(task)
+
+            comparison, finished = run_compare(
+                scenario, names, seed_list, on_step=on_step, decision_interval=decision_interval
+            )
+        options = {"decision_interval": decision_interval, "time_to_teleport": -1}
+        log = f"greenphase compare: {len(finished)} runs in {time.perf_counter() - started:.1f} s\n"
+        write_results(comparison, finished, folder, spec_of(scenario, names, seed_list, options),
+                      log=log)
+    if json_out:
+        typer.echo(json.dumps(comparison.to_json()))
+    else:
+        sc = scenario
+        out_console.print(comparison_table(
+            comparison.summary, f"{sc.name}: {sc.begin}-{sc.end} s, seeds 0-{seeds - 1}"))
+        out_console.print(f"results: {folder}")
+
+
+# ------------------------------------------------------------------ networks
+@networks_app.command("list")
+def networks_list(json_out: JsonOpt = False) -> None:
+    """The registered networks: signals, controlled lanes, vehicles, horizon."""
+    with user_errors():
+        rows = [networks.describe(networks.get(name)) for name in networks.names()]
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title="networks")
+    for col in ("name", "signals", "controlled lanes", "vehicles", "horizon s", "description"):
+        table.add_column(col, justify="left" if col in ("name", "description") else "right")
+    for r in rows:
+        table.add_row(r["name"], str(r["signals"]), str(r["controlled_lanes"]),
+                      str(r["vehicles"]), f"{r['begin_s']}-{r['end_s']}", r["description"])
+    out_console.print(table)
+
+
+@networks_app.command("generate")
+def networks_generate(
+    rows: Annotated[int, typer.Option("--rows", help="Intersections per column.")] = 3,
+    cols: Annotated[int, typer.Option("--cols", help="Intersections per row.")] = 3,
+) -> None:
+    """Generate (and cache) a signalised grid with demand; print its files."""
+    with user_errors():
+        scenario = networks.get(f"grid-{rows}x{cols}")
+    typer.echo(f"{scenario.name}: {scenario.net_file} {' '.join(map(str, scenario.route_files))}")
+
+
+# ------------------------------------------------------------------ bench
+@app.command()
+def bench(
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Episodes per row (median).")] = 3,
+    json_out: JsonOpt = False,
+) -> None:
+    """Time one episode: SUMO alone, sumo-rl's env, and greenphase's env, side by side."""
+    from experiments.bench import bench as run_bench
+    from experiments.bench import format_table
+
+    with user_errors():
+        if repeats < 1:
+            raise BadInput(f"--repeats must be at least 1, got {repeats}")
+        scenario = scenario_from(network or ("cologne8" if net is None else None),
+                                 net, routes, begin, end)
+        result = run_bench(scenario, repeats=repeats,
+                           progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        out_console.print(format_table(result))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

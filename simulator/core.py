@@ -1,0 +1,302 @@
+"""One SUMO simulation of a scenario, advanced one decision step at a time.
+
+:class:`TrafficSimulation` is shared by the Gymnasium and the PettingZoo
+environments. It starts SUMO with the scenario, the detectors and (where a
+controller asks for one) a SUMO signal program, applies the intersections'
+planned signal states at their exact times inside a decision step, and reads
+all detectors at the end of each step. When the horizon is reached it closes
+SUMO and turns the tripinfo output into per-trip rows and KPIs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from networks import DEFAULT_NETWORK, Scenario, get
+from simulator import metrics
+from simulator.intersection import Intersection, Layout, ProgramError, layout_of
+from simulator.sensors import (
+    DetectorReader,
+    Readings,
+    SensorModel,
+    build_detectors,
+    write_detectors,
+)
+from simulator.sumo import Backend, start
+from simulator.view import VEHICLE_SPACE_M, SignalView
+
+SignalProgram = Literal["static", "actuated", "webster"]
+PROGRAMS: tuple[str, ...] = ("static", "actuated", "webster")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """What one finished episode measured."""
+
+    trips: pd.DataFrame
+    """One row per vehicle due in the horizon (see :mod:`simulator.metrics`)."""
+    kpis: dict[str, float]
+    """The headline figures (:data:`simulator.metrics.KPI_NAMES`)."""
+
+
+def resolve(network: str | Scenario) -> Scenario:
+    """A scenario from a registry name or a :class:`~networks.Scenario`."""
+    return get(network) if isinstance(network, str) else network
+
+
+class TrafficSimulation:
+    """A scenario in SUMO, with detectors, intersections and decision steps.
+
+    Args:
+        network: registry name or scenario.
+        decision_interval: seconds between decisions.
+        min_green: shortest green in seconds.
+        max_green: longest green in seconds before the next green is forced.
+        program: ``None`` for external control of every signal, or a SUMO
+            program to run instead: ``"static"`` (the network's own),
+            ``"actuated"`` or ``"webster"``.
+        sensor_model: how readings reach the controller (default: exact).
+        detector_length: cap on a detector's length in metres (default: whole lane).
+        first_wait: whether detectors report the first vehicle's waiting time.
+        exit_detectors: whether outgoing lanes get detectors (pressure needs them).
+        backend: ``"libsumo"`` (fast, one per process) or ``"traci"``.
+        gui: run sumo-gui (needs ``backend="traci"``).
+        time_to_teleport: SUMO's teleport threshold; -1 keeps gridlock as delay.
+        sumo_args: extra SUMO command-line arguments.
+    """
+
+    def __init__(
+        self,
+        network: str | Scenario = DEFAULT_NETWORK,
+        *,
+        decision_interval: float = 5.0,
+        min_green: float = 5.0,
+        max_green: float = 50.0,
+        program: SignalProgram | None = None,
+        sensor_model: SensorModel | None = None,
+        detector_length: float | None = None,
+        first_wait: bool = False,
+        exit_detectors: bool = True,
+        backend: Backend = "libsumo",
+        gui: bool = False,
+        time_to_teleport: float = -1,
+        sumo_args: Sequence[str] = (),
+    ) -> None:
+        self.scenario = resolve(network)
+        if decision_interval <= 0:
+            raise ValueError(f"decision_interval must be > 0, got {decision_interval}")
+        if program is not None and program not in PROGRAMS:
+            raise ValueError(f"unknown signal program {program!r}; known: {', '.join(PROGRAMS)}")
+        self.decision_interval = float(decision_interval)
+        self.program = program
+        self.sensor_model = sensor_model or SensorModel()
+        self.backend: Backend = backend
+        self.gui = gui
+        self.time_to_teleport = time_to_teleport
+        self.sumo_args = list(sumo_args)
+
+        net = self.scenario.net
+        self.tls_ids = net.tls_ids
+        if not self.tls_ids:
+            raise ProgramError(f"network {self.scenario.name!r} has no traffic lights to control")
+        self.layouts: list[Layout] = [
+            layout_of(net.programs[t], net.links[t], min_green=min_green, max_green=max_green)
+            for t in self.tls_ids
+        ]
+        self.detectors = build_detectors(
+            net, self.tls_ids, detector_length, exits=exit_detectors
+        )
+        self._reader = DetectorReader(self.detectors, first_wait=first_wait)
+        index = self.detectors.index()
+        capacity = np.maximum(self.detectors.lengths / VEHICLE_SPACE_M, 1.0)
+        self.views: list[SignalView] = []
+        for lay in self.layouts:
+            entry = np.array([index[(lane, True)] for lane in lay.incoming_lanes])
+            exit_ = np.array(
+                [index[(lane, False)] for lane in lay.outgoing_lanes] if exit_detectors else [],
+                dtype=int,
+            )
+            self.views.append(
+                SignalView(
+                    lay, entry, exit_, capacity[entry], capacity[exit_] if exit_detectors else np.ones(0),
+                    self.detectors.speed_limits[entry],
+                )
+            )
+        self._entry_all = np.flatnonzero(self.detectors.is_entry)
+        self._intersections = [Intersection(lay) for lay in self.layouts]
+        # green index of each SUMO phase of the network's programs, for program control
+        self._phase_to_green = [self._green_of_phases(t, lay) for t, lay in zip(self.tls_ids, self.layouts)]
+
+        self._workdir = Path(tempfile.mkdtemp(prefix="greenphase-"))
+        self._additional = [write_detectors(self.detectors, net, self._workdir)]
+        if program in ("actuated", "webster"):
+            self._additional.append(self._write_program(program))
+        self._conn: Any = None
+        self._events: list[tuple[float, int, str]] = []
+        self.queue_history: list[float] = []
+        self.time = float(self.scenario.begin)
+        self.seed: int | None = None
+        self.readings: Readings | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _green_of_phases(self, tls: str, lay: Layout) -> list[int]:
+        phases = self.scenario.net.programs[tls].phases
+        greens = {s: i for i, s in enumerate(lay.green_states)}
+        out, last = [], 0
+        # walk the cycle twice so that leading clearance phases map to the last green
+        for phase in list(phases) * 2:
+            last = greens.get(phase.state, last)
+            out.append(last)
+        return out[len(phases):]
+
+    def _write_program(self, program: str) -> Path:
+        from simulator import programs
+
+        if program == "actuated":
+            plans = programs.actuated_programs(self.scenario.net)
+        else:
+            plans = programs.webster_programs(self.scenario)
+        path = self._workdir / f"{program}.add.xml"
+        programs.write_additional(plans.values(), path)
+        return path
+
+    def program_id(self) -> str | None:
+        """The SUMO programID switched on at start, or None under external control."""
+        if self.program is None:
+            return None
+        return {"static": None, "actuated": "greenphase-actuated", "webster": "greenphase-webster"}[
+            self.program
+        ]
+
+    def sumo_command(self, seed: int) -> list[str]:
+        """SUMO's command-line arguments for an episode (without the binary)."""
+        sc = self.scenario
+        return [
+            "-n", str(sc.net_file),
+            "-r", ",".join(str(r) for r in sc.route_files),
+            "-a", ",".join(str(a) for a in self._additional),
+            "-b", str(sc.begin),
+            "-e", str(sc.end),
+            "--seed", str(seed),
+            "--time-to-teleport", str(self.time_to_teleport),
+            "--tripinfo-output", str(self._workdir / "tripinfo.xml"),
+            *metrics.TRIPINFO_OPTIONS,
+            "--no-step-log", "true",
+            "--no-warnings", "true",
+            "--duration-log.disable", "true",
+            *self.sumo_args,
+        ]
+
+    # ---------------------------------------------------------------- episode
+    def start(self, seed: int) -> Readings:
+        """Start an episode with SUMO's random seed ``seed``; return the first reading."""
+        self.close_sumo()
+        self.seed = int(seed)
+        self._conn = start(self.sumo_command(self.seed), self.backend, gui=self.gui)
+        self._reader.subscribe(self._conn, direct=self.backend == "libsumo")
+        self.time = float(self.scenario.begin)
+        self._events = []
+        self.queue_history = []
+        tl = self._conn.trafficlight
+        program_id = self.program_id()
+        for i, (tls, inter) in enumerate(zip(self.tls_ids, self._intersections)):
+            if self.program is None:
+                for when, state in inter.reset(self.time):
+                    heapq.heappush(self._events, (when, i, state))
+            else:
+                if program_id is not None:
+                    tl.setProgram(tls, program_id)
+                inter.green, inter.green_since = 0, self.time
+        self._apply_due(self.time)
+        self._conn.simulationStep(self.time)
+        self.sensor_model.reset(self.detectors, self.seed)
+        return self._read()
+
+    @property
+    def done(self) -> bool:
+        """Whether the horizon has been reached."""
+        return self.time >= self.scenario.end
+
+    def step(self, phases: Sequence[int] | np.ndarray | None) -> Readings:
+        """Advance one decision step; ``phases`` is the wished-for green of each signal.
+
+        Under a SUMO program (``program`` set) ``phases`` is ignored and may be None.
+        """
+        if self._conn is None:
+            raise RuntimeError("the simulation is not running: call start() first")
+        if self.done:
+            raise RuntimeError("the episode has ended: call start() for a new one")
+        now = self.time
+        if self.program is None:
+            if phases is None or len(phases) != len(self._intersections):
+                raise ValueError(f"expected {len(self._intersections)} phases, got {phases!r}")
+            for i, (inter, phase) in enumerate(zip(self._intersections, phases)):
+                for when, state in inter.decide(int(phase), now):
+                    heapq.heappush(self._events, (when, i, state))
+        until = min(now + self.decision_interval, float(self.scenario.end))
+        self._apply_due(now)
+        while self._events and self._events[0][0] < until:
+            when = self._events[0][0]
+            self._conn.simulationStep(when)
+            self._apply_due(when)
+        self._conn.simulationStep(until)
+        self.time = until
+        if self.program is not None:
+            self._track_program_phases()
+        return self._read()
+
+    def _apply_due(self, now: float) -> None:
+        tl = self._conn.trafficlight
+        while self._events and self._events[0][0] <= now:
+            _, i, state = heapq.heappop(self._events)
+            tl.setRedYellowGreenState(self.tls_ids[i], state)
+
+    def _track_program_phases(self) -> None:
+        tl = self._conn.trafficlight
+        for tls, inter, table in zip(self.tls_ids, self._intersections, self._phase_to_green):
+            green = table[tl.getPhase(tls) % len(table)]
+            if green != inter.green:
+                inter.green, inter.green_since = green, self.time
+
+    def _read(self) -> Readings:
+        raw = self._reader.read(self._conn, self.time)
+        self.queue_history.append(float(raw.queue[self._entry_all].sum()))
+        readings = self.sensor_model.observe(raw)
+        for view, inter in zip(self.views, self._intersections):
+            view.green = inter.green
+            view.time_in_phase = inter.time_in_phase(self.time)
+        self.readings = readings
+        return readings
+
+    def finish(self) -> EpisodeResult:
+        """Close SUMO (which writes the tripinfo output) and measure the episode."""
+        self.close_sumo()
+        trips = metrics.read_tripinfo(self._workdir / "tripinfo.xml")
+        kpis = metrics.kpis(trips, self.scenario.horizon_s, self.queue_history)
+        return EpisodeResult(trips, kpis)
+
+    def close_sumo(self) -> None:
+        """Stop the running SUMO, if any."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    def close(self) -> None:
+        """Stop SUMO and remove the temporary files."""
+        self.close_sumo()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing left to report to
+            pass

@@ -1,0 +1,90 @@
+"""Trip metrics from SUMO's tripinfo output, defined so that no controller can hide delay.
+
+A vehicle's delay is ``timeLoss + departDelay``. It counts for vehicles that
+arrived, for vehicles still running at the end (SUMO's
+``--tripinfo-output.write-unfinished``), and for vehicles due to depart within
+the horizon that were never inserted (``--tripinfo-output.write-undeparted``:
+SUMO writes their ``departDelay`` as the time from their scheduled departure
+to the end). A controller that keeps cars out of the network is charged for
+every second they wait outside it.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRIPINFO_OPTIONS = (
+    "--tripinfo-output.write-unfinished",
+    "true",
+    "--tripinfo-output.write-undeparted",
+    "true",
+)
+"""SUMO options that make the tripinfo output cover every vehicle due in the horizon."""
+
+KPI_NAMES = (
+    "mean_delay_s",
+    "mean_travel_time_s",
+    "mean_waiting_time_s",
+    "throughput_veh_h",
+    "mean_queue_veh",
+    "vehicles",
+    "unfinished",
+    "not_inserted",
+)
+
+
+def read_tripinfo(path: str | Path) -> pd.DataFrame:
+    """One row per vehicle of a tripinfo file, with its delay and travel time."""
+    rows = []
+    for _, elem in ET.iterparse(path, events=("end",)):
+        if elem.tag != "tripinfo":
+            continue
+        get = elem.get
+        rows.append(
+            (
+                get("id"),
+                float(get("depart", -1)),
+                float(get("departDelay", 0)),
+                float(get("arrival", -1)),
+                float(get("duration", 0)),
+                float(get("timeLoss", 0)),
+                float(get("waitingTime", 0)),
+                float(get("routeLength", 0)),
+            )
+        )
+        elem.clear()
+    trips = pd.DataFrame(
+        rows,
+        columns=[
+            "vehicle", "depart_s", "depart_delay_s", "arrival_s", "duration_s",
+            "time_loss_s", "waiting_time_s", "route_length_m",
+        ],
+    )
+    trips["inserted"] = trips["depart_s"] >= 0
+    trips["arrived"] = trips["arrival_s"] >= 0
+    # vehicles loaded ahead of their departure but scheduled after the end are not due
+    trips = trips[trips["depart_delay_s"] >= 0].reset_index(drop=True)
+    trips["delay_s"] = trips["time_loss_s"] + trips["depart_delay_s"]
+    trips["travel_time_s"] = trips["duration_s"] + trips["depart_delay_s"]
+    return trips
+
+
+def kpis(trips: pd.DataFrame, horizon_s: float, queue: list[float] | np.ndarray) -> dict[str, float]:
+    """The headline figures of one run: means over every vehicle due in the horizon."""
+    n = len(trips)
+    mean = (lambda col: float(trips[col].mean())) if n else (lambda col: 0.0)
+    arrived = int(trips["arrived"].sum())
+    return {
+        "mean_delay_s": mean("delay_s"),
+        "mean_travel_time_s": mean("travel_time_s"),
+        "mean_waiting_time_s": mean("waiting_time_s"),
+        "throughput_veh_h": arrived * 3600.0 / horizon_s,
+        "mean_queue_veh": float(np.mean(queue)) if len(queue) else 0.0,
+        "vehicles": n,
+        "unfinished": int((trips["inserted"] & ~trips["arrived"]).sum()),
+        "not_inserted": int((~trips["inserted"]).sum()),
+    }

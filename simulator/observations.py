@@ -1,0 +1,127 @@
+"""Observation functions: what a controller sees of an intersection, built from sensors.
+
+Each is a small object that gives its space for an intersection and its value
+at a decision step. Values are normalised to [0, 1] (or [-1, 1] for pressure).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+from gymnasium import spaces
+
+from simulator.sensors import Readings
+from simulator.view import SignalView
+
+
+class ObservationFunction(ABC):
+    """Maps one intersection's sensor readings to a vector."""
+
+    needs_first_wait: bool = False
+    """Whether the detectors must report the first vehicle's waiting time."""
+    needs_exits: bool = False
+    """Whether it reads the exit detectors on outgoing lanes."""
+
+    @abstractmethod
+    def space(self, view: SignalView) -> spaces.Box:
+        """The observation space for this intersection."""
+
+    @abstractmethod
+    def __call__(self, view: SignalView, readings: Readings) -> np.ndarray:
+        """The observation at this decision step."""
+
+    def observe_all(self, views: Sequence[SignalView], readings: Readings) -> np.ndarray:
+        """Every intersection's observation, concatenated in ``views`` order."""
+        return np.concatenate([self(v, readings) for v in views])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class QueueObservation(ObservationFunction):
+    """Phase one-hot, time in phase, and per incoming lane: queue, occupancy, speed.
+
+    Queue is halting vehicles over what fits on the detector; occupancy is in
+    [0, 1]; speed is the mean speed over the speed limit (1 on an empty lane);
+    time in phase is over the maximum green.
+    """
+
+    def space(self, view: SignalView) -> spaces.Box:
+        """Box of ``phases + 1 + 3 * lanes`` values in [0, 1]."""
+        size = view.layout.num_phases + 1 + 3 * len(view.entry)
+        return spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+
+    def __call__(self, view: SignalView, readings: Readings) -> np.ndarray:
+        """The observation vector."""
+        return self.observe_all([view], readings)
+
+    def observe_all(self, views: Sequence[SignalView], readings: Readings) -> np.ndarray:
+        """All intersections at once: one gather from a pool of every feature."""
+        n_det = len(readings.queue)
+        key = (n_det, *(id(v) for v in views))
+        if getattr(self, "_key", None) != key:
+            self._key, self._plan = key, self._gather_plan(views, n_det)
+        gather, phase_offsets, capacity, limit = self._plan
+        phases = np.zeros(int(phase_offsets[-1]))
+        phases[phase_offsets[:-1] + [v.green for v in views]] = 1.0
+        times = [v.time_in_phase / v.layout.max_green for v in views]
+        speed = np.nan_to_num(readings.speed / limit, nan=1.0)
+        pool = np.concatenate(
+            (phases, times, readings.queue / capacity, readings.occupancy / 100.0, speed)
+        )
+        return np.clip(pool[gather], 0.0, 1.0).astype(np.float32)
+
+    @staticmethod
+    def _gather_plan(
+        views: Sequence[SignalView], n_det: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Indices that pick each view's features, in order, out of the feature pool."""
+        phase_offsets = np.cumsum([0] + [v.layout.num_phases for v in views])
+        n_phase, n_views = int(phase_offsets[-1]), len(views)
+        capacity, limit = np.ones(n_det), np.ones(n_det)
+        for v in views:
+            capacity[v.entry], limit[v.entry] = v.entry_capacity, v.entry_speed_limit
+        queue0 = n_phase + n_views
+        gather: list[int] = []
+        for k, v in enumerate(views):
+            gather.extend(range(int(phase_offsets[k]), int(phase_offsets[k + 1])))
+            gather.append(n_phase + k)
+            for block in range(3):
+                gather.extend(queue0 + block * n_det + v.entry)
+        return np.array(gather), phase_offsets, capacity, limit
+
+
+class PressureObservation(ObservationFunction):
+    """Phase one-hot and each green phase's pressure (Varaiya's max-pressure quantity).
+
+    A phase's pressure is the mean, over the movements it serves, of the
+    incoming lane's density minus the outgoing lane's density (vehicles over
+    what fits on the detector), in [-1, 1].
+    """
+
+    needs_exits = True
+
+    def space(self, view: SignalView) -> spaces.Box:
+        """Box of ``2 * phases`` values in [-1, 1]."""
+        size = 2 * view.layout.num_phases
+        return spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
+
+    def __call__(self, view: SignalView, readings: Readings) -> np.ndarray:
+        """The observation vector."""
+        density_in = readings.count[view.entry] / view.entry_capacity
+        density_out = readings.count[view.exit] / view.exit_capacity
+        pressure = [
+            np.mean([density_in[i] - density_out[o] for i, o in moves]) if moves else 0.0
+            for moves in view.layout.movements
+        ]
+        return np.clip(
+            np.concatenate((view.phase_one_hot(), pressure)), -1.0, 1.0
+        ).astype(np.float32)
+
+
+OBSERVATIONS: dict[str, type[ObservationFunction]] = {
+    "queue": QueueObservation,
+    "pressure": PressureObservation,
+}

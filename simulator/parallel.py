@@ -1,0 +1,276 @@
+"""The PettingZoo environment: one agent per signal of a network, all acting at once.
+
+Agents are named by their SUMO traffic-light ids. Each agent chooses the green
+phase of its own signal (``Discrete``) and observes its own intersection's
+detectors; each is rewarded for its own incoming lanes. Every agent is
+truncated together at the scenario's horizon, when the episode's KPIs go into
+every agent's ``info``.
+
+The helpers :func:`build_simulation`, :func:`signal_spaces`,
+:func:`joint_space` and :func:`sumo_seed` hold what both API shapes share with
+:class:`~simulator.env.TrafficSignalEnv`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+
+from networks import DEFAULT_NETWORK, Scenario
+from simulator.core import EpisodeResult, SignalProgram, TrafficSimulation
+from simulator.observations import ObservationFunction, QueueObservation
+from simulator.rewards import DelayReward, RewardFunction
+from simulator.sensors import SensorModel
+from simulator.sumo import Backend
+from simulator.view import SignalView
+
+
+def build_simulation(
+    network: str | Scenario,
+    observation: ObservationFunction,
+    reward: RewardFunction,
+    *,
+    decision_interval: float = 5.0,
+    min_green: float = 5.0,
+    max_green: float = 50.0,
+    program: SignalProgram | None = None,
+    sensor_model: SensorModel | None = None,
+    detector_length: float | None = None,
+    exit_detectors: bool | None = None,
+    backend: Backend = "libsumo",
+    gui: bool = False,
+    sumo_args: Sequence[str] = (),
+) -> TrafficSimulation:
+    """The simulation an environment needs for its observation and reward functions.
+
+    Args:
+        network: registry name or scenario.
+        observation: the observation function; decides whether detectors report
+            the first vehicle's waiting time.
+        reward: the reward function.
+        decision_interval: seconds between decisions.
+        min_green: shortest green in seconds.
+        max_green: longest green in seconds.
+        program: a SUMO program to run instead of obeying actions.
+        sensor_model: how readings reach the observation (default: exact).
+        detector_length: cap on a detector's length in metres.
+        exit_detectors: place detectors on outgoing lanes; ``None`` places them
+            only when the observation or the reward reads them.
+        backend: ``"libsumo"`` or ``"traci"``.
+        gui: run sumo-gui (TraCI only).
+        sumo_args: extra SUMO arguments.
+
+    Returns:
+        The simulation, not yet started.
+    """
+    if exit_detectors is None:
+        exit_detectors = observation.needs_exits or reward.needs_exits
+    return TrafficSimulation(
+        network,
+        decision_interval=decision_interval,
+        min_green=min_green,
+        max_green=max_green,
+        program=program,
+        sensor_model=sensor_model,
+        detector_length=detector_length,
+        first_wait=observation.needs_first_wait,
+        exit_detectors=exit_detectors,
+        backend=backend,
+        gui=gui,
+        sumo_args=sumo_args,
+    )
+
+
+def signal_spaces(
+    observation: ObservationFunction, views: Sequence[SignalView]
+) -> tuple[list[spaces.Box], list[spaces.Discrete]]:
+    """Each intersection's observation space and action space (its green phases)."""
+    boxes = [observation.space(v) for v in views]
+    phases = [spaces.Discrete(v.layout.num_phases) for v in views]
+    return boxes, phases
+
+
+def joint_space(boxes: Sequence[spaces.Box]) -> spaces.Box:
+    """The observation space of every intersection's vector concatenated, in order."""
+    return spaces.Box(
+        np.concatenate([b.low for b in boxes]),
+        np.concatenate([b.high for b in boxes]),
+        dtype=np.float32,
+    )
+
+
+def sumo_seed(seed: int | None, rng: np.random.Generator) -> int:
+    """SUMO's random seed for an episode: ``seed`` itself, or a draw from ``rng``."""
+    return int(seed) if seed is not None else int(rng.integers(2**31 - 1))
+
+
+class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
+    """A SUMO network as a PettingZoo parallel environment: one agent per signal.
+
+    Args:
+        network: registry name (``"cologne1"``, ``"grid-3x3"``, ...) or a scenario.
+        observation: observation function (default :class:`QueueObservation`).
+        reward: reward function (default :class:`DelayReward`), one reward per signal.
+        decision_interval: seconds between decisions.
+        min_green: shortest green in seconds.
+        max_green: longest green in seconds.
+        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
+            instead of obeying actions; the actions are then ignored.
+        sensor_model: how readings reach the observation (default: exact).
+        detector_length: cap on a detector's length in metres.
+        exit_detectors: place detectors on outgoing lanes; by default only
+            when the observation or reward reads them.
+        backend: ``"libsumo"`` or ``"traci"``.
+        gui: run sumo-gui (TraCI only).
+        sumo_args: extra SUMO arguments.
+    """
+
+    metadata = {"name": "greenphase_v0", "render_modes": []}
+    render_mode = None
+
+    def __init__(
+        self,
+        network: str | Scenario = DEFAULT_NETWORK,
+        *,
+        observation: ObservationFunction | None = None,
+        reward: RewardFunction | None = None,
+        decision_interval: float = 5.0,
+        min_green: float = 5.0,
+        max_green: float = 50.0,
+        program: SignalProgram | None = None,
+        sensor_model: SensorModel | None = None,
+        detector_length: float | None = None,
+        exit_detectors: bool | None = None,
+        backend: Backend = "libsumo",
+        gui: bool = False,
+        sumo_args: Sequence[str] = (),
+    ) -> None:
+        self.observation_fn = observation or QueueObservation()
+        self.reward_fn = reward or DelayReward()
+        self.sim = build_simulation(
+            network,
+            self.observation_fn,
+            self.reward_fn,
+            decision_interval=decision_interval,
+            min_green=min_green,
+            max_green=max_green,
+            program=program,
+            sensor_model=sensor_model,
+            detector_length=detector_length,
+            exit_detectors=exit_detectors,
+            backend=backend,
+            gui=gui,
+            sumo_args=sumo_args,
+        )
+        self.possible_agents: list[str] = list(self.sim.tls_ids)
+        self.agents: list[str] = []
+        boxes, phases = signal_spaces(self.observation_fn, self.sim.views)
+        self.observation_spaces: dict[str, spaces.Space[Any]] = dict(
+            zip(self.possible_agents, boxes, strict=True)
+        )
+        self.action_spaces: dict[str, spaces.Space[Any]] = dict(
+            zip(self.possible_agents, phases, strict=True)
+        )
+        self.state_space = joint_space(boxes)
+        self._splits = np.cumsum([b.shape[0] for b in boxes])[:-1]
+        self._np_random: np.random.Generator | None = None
+        self.result: EpisodeResult | None = None
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        """The observation space of one signal (the same object on every call)."""
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        """The green phases one signal chooses from (the same object on every call)."""
+        return self.action_spaces[agent]
+
+    def state(self) -> np.ndarray:
+        """Every intersection's observation concatenated, in :attr:`possible_agents` order."""
+        readings = self.sim.readings
+        if readings is None:
+            raise RuntimeError("no reading yet: call reset() first")
+        return self.observation_fn.observe_all(self.sim.views, readings)
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        parts = np.split(self.state(), self._splits)
+        return dict(zip(self.possible_agents, parts, strict=True))
+
+    def _infos(self) -> dict[str, dict[str, Any]]:
+        readings = self.sim.readings
+        assert readings is not None
+        return {
+            agent: {"time": self.sim.time, "queue": float(readings.queue[view.entry].sum())}
+            for agent, view in zip(self.possible_agents, self.sim.views, strict=True)
+        }
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Start a new episode; ``seed`` is also SUMO's random seed."""
+        if seed is not None or self._np_random is None:
+            self._np_random, _ = seeding.np_random(seed)
+        self.result = None
+        self.sim.start(sumo_seed(seed, self._np_random))
+        self.agents = list(self.possible_agents)
+        return self._observe(), self._infos()
+
+    def step(
+        self, actions: dict[str, Any]
+    ) -> tuple[
+        dict[str, np.ndarray],
+        dict[str, float],
+        dict[str, bool],
+        dict[str, bool],
+        dict[str, dict[str, Any]],
+    ]:
+        """Apply every signal's wished-for green for one decision interval.
+
+        Under a SUMO program the actions are ignored (and may be empty).
+
+        Raises:
+            RuntimeError: no episode is running (call :meth:`reset`).
+            ValueError: an agent is missing from ``actions``, or unknown.
+        """
+        if not self.agents:
+            raise RuntimeError("no episode is running: call reset() first")
+        phases = None
+        if self.sim.program is None:
+            missing = [a for a in self.agents if a not in actions]
+            unknown = [a for a in actions if a not in self.action_spaces]
+            if missing or unknown:
+                raise ValueError(
+                    f"actions must name every signal once: missing {missing}, unknown {unknown}"
+                )
+            phases = [int(actions[a]) for a in self.possible_agents]
+        start = self.sim.time
+        readings = self.sim.step(phases)
+        rewards = self.reward_fn.reward_all(self.sim.views, readings, self.sim.time - start)
+        obs = self._observe()
+        infos = self._infos()
+        done = self.sim.done
+        if done:
+            self.result = self.sim.finish()
+            for info in infos.values():
+                info["episode_kpis"] = self.result.kpis
+            self.agents = []
+        agents = self.possible_agents
+        return (
+            obs,
+            {a: float(r) for a, r in zip(agents, rewards, strict=True)},
+            dict.fromkeys(agents, False),
+            dict.fromkeys(agents, done),
+            infos,
+        )
+
+    def render(self) -> None:
+        """Nothing to render: watch an episode with ``gui=True`` instead."""
+        return None
+
+    def close(self) -> None:
+        """Stop SUMO and remove temporary files."""
+        self.sim.close()

@@ -1,0 +1,611 @@
+"""Alternative SUMO signal programs: actuated control and Webster fixed timing.
+
+Each plan is a ``tlLogic`` with its own ``programID``; :func:`write_additional`
+writes plans to an additional file that SUMO loads next to the net
+(``sumo -a FILE``), and the simulator switches a signal to one of them by
+programID at start (``trafficlight.setProgram``). The network's own program
+stays loaded beside them.
+
+* :func:`actuated_programs`: SUMO's gap-based actuated control on the network's
+  own phases (programID ``greenphase-actuated``).
+* :func:`webster_programs`: fixed timing re-optimised for a scenario's demand by
+  Webster's formula (programID ``greenphase-webster``), the method of SUMO's
+  ``tools/tlsCycleAdaptation.py`` re-implemented on :class:`networks.NetInfo`.
+
+SUMO is located when a function needs it, never at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from networks.errors import NetworkError
+from networks.netinfo import NetInfo, Phase, Program
+from networks.registry import Scenario
+
+ACTUATED_PROGRAM_ID = "greenphase-actuated"
+"""programID of the plans made by :func:`actuated_programs`."""
+WEBSTER_PROGRAM_ID = "greenphase-webster"
+"""programID of the plans made by :func:`webster_programs`."""
+
+DUAROUTER_SEED = 42
+"""Random seed given to duarouter, so that routing (and its cache) is reproducible."""
+_CACHE_FORMAT = 1
+_ATTR_ENTITIES = {'"': "&quot;", "\n": "&#10;", "\t": "&#9;", "\r": "&#13;"}
+
+
+@dataclass(frozen=True)
+class SignalPlan:
+    """A signal program together with the ``<param>`` entries written inside its ``tlLogic``.
+
+    Attributes:
+        program: Phases, type, programID and offset of the ``tlLogic``.
+        params: ``<param key value>`` pairs, e.g. the actuated controller's ``max-gap``.
+    """
+
+    program: Program
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cycle_s(self) -> float:
+        """Sum of the phase durations (for an actuated plan: of the initial durations)."""
+        return sum(p.duration for p in self.program.phases)
+
+
+# --------------------------------------------------------------------------- actuated
+
+
+def actuated_programs(
+    net: NetInfo,
+    *,
+    min_green: float = 5.0,
+    max_green: float = 50.0,
+    max_gap: float = 3.0,
+    detector_gap: float = 2.0,
+    passing_time: float = 1.9,
+    show_detectors: bool = False,
+) -> dict[str, SignalPlan]:
+    """SUMO's gap-based actuated control on every signal's own phases.
+
+    SUMO's actuated rule (SUMO documentation, "Traffic Lights", "Actuated Traffic
+    Lights", time-gap based): SUMO places an induction loop on every lane a
+    phase gives green to, ``detector-gap`` seconds of travel (at the lane's
+    speed limit) upstream of the stop line. A green phase runs for at least
+    ``minDur``; after that it is prolonged as long as vehicles keep crossing
+    the loops of its green lanes with time gaps of at most ``max-gap`` seconds,
+    and ends when the gap on all of them exceeds ``max-gap`` (gap-out) or when
+    it has run ``maxDur`` (max-out). A phase whose ``minDur`` equals its
+    ``maxDur`` (or that has neither) is fixed. ``passing-time`` is SUMO's estimate
+    of the time a vehicle needs to pass a loop, used with ``max-gap`` when it
+    places the loops; ``show-detectors`` only shows them in sumo-gui.
+
+    Green phases (some ``G``/``g``, no yellow) get the network's own ``minDur``
+    and ``maxDur`` where it has them, else ``min_green`` and ``max_green``, with
+    the initial duration clamped into that range; yellow and all-red phases
+    keep their fixed durations. Phase order, states and offset are the static
+    program's.
+
+    Args:
+        net: The network; every signal of ``net.tls_ids`` gets a plan.
+        min_green: ``minDur`` of a green phase that has none of its own, in seconds.
+        max_green: ``maxDur`` of a green phase that has none of its own, in seconds.
+        max_gap: SUMO ``max-gap`` parameter, in seconds (SUMO's default: 3.0).
+        detector_gap: SUMO ``detector-gap`` parameter, in seconds (SUMO's default: 2.0).
+        passing_time: SUMO ``passing-time`` parameter, in seconds (SUMO's default: 1.9).
+        show_detectors: SUMO ``show-detectors`` parameter.
+
+    Returns:
+        Plans of type ``actuated`` and programID :data:`ACTUATED_PROGRAM_ID`, by signal id.
+
+    Raises:
+        ValueError: If ``min_green`` is not positive or exceeds ``max_green``.
+    """
+    if not 0 < min_green <= max_green:
+        raise ValueError(f"need 0 < min_green <= max_green, got {min_green} and {max_green}")
+    params = {
+        "max-gap": _num(max_gap),
+        "detector-gap": _num(detector_gap),
+        "passing-time": _num(passing_time),
+        "show-detectors": "true" if show_detectors else "false",
+    }
+    plans: dict[str, SignalPlan] = {}
+    for tls_id in net.tls_ids:
+        static = net.programs[tls_id]
+        phases = []
+        for phase in static.phases:
+            if phase.is_green:
+                low = phase.min_dur if phase.min_dur is not None else min_green
+                high = phase.max_dur if phase.max_dur is not None else max_green
+                high = max(low, high)
+                duration = min(max(phase.duration, low), high)
+                phases.append(Phase(duration, phase.state, low, high))
+            else:
+                phases.append(Phase(phase.duration, phase.state))
+        program = Program(tls_id, ACTUATED_PROGRAM_ID, "actuated", static.offset, tuple(phases))
+        plans[tls_id] = SignalPlan(program, dict(params))
+    return plans
+
+
+# --------------------------------------------------------------------------- demand
+
+
+def _sumo_binary(name: str) -> str:
+    """Path of a SUMO executable, located now (see :func:`simulator.sumo.sumo_binary`)."""
+    from simulator.sumo import SumoError, sumo_binary
+
+    try:
+        return sumo_binary(name)
+    except SumoError as err:
+        raise NetworkError(str(err)) from None
+
+
+def cache_dir() -> Path:
+    """Folder of the cached demand counts: ``$GREENPHASE_CACHE/webster`` or ``~/.cache/...``."""
+    base = os.environ.get("GREENPHASE_CACHE")
+    root = Path(base) if base else Path.home() / ".cache" / "greenphase"
+    return root / "webster"
+
+
+def _file_key(path: Path) -> list[str | int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        raise NetworkError(f"file not found: {path}") from None
+    return [str(path), stat.st_mtime_ns, stat.st_size]
+
+
+def _edge_of(net: NetInfo, lane_id: str) -> str | None:
+    lane = net.lanes.get(lane_id)
+    return lane.edge if lane is not None else None
+
+
+def _movements(net: NetInfo) -> set[tuple[str, str]]:
+    """(in-edge, out-edge) pairs of every controlled link between normal edges."""
+    pairs = set()
+    for tls_id in net.tls_ids:
+        for link in net.links[tls_id]:
+            src, dst = _edge_of(net, link.in_lane), _edge_of(net, link.out_lane)
+            if src is not None and dst is not None:
+                pairs.add((src, dst))
+    return pairs
+
+
+def _routed_vehicles(path: Path, begin: float, end: float) -> Iterable[list[str]]:
+    """Edge lists of the vehicles in a duarouter output that depart within [begin, end)."""
+    named: dict[str, list[str]] = {}
+    depart: float | None = None
+    ref: str | None = None
+    edges: list[str] | None = None
+    in_vehicle = False
+    for event, elem in ET.iterparse(path, events=("start", "end")):
+        tag = elem.tag
+        if event == "start":
+            if tag == "vehicle":
+                in_vehicle, ref, edges = True, elem.get("route"), None
+                try:
+                    depart = float(elem.get("depart", ""))
+                except ValueError:  # "triggered" and the like: no fixed departure
+                    depart = None
+            continue
+        if tag == "route":
+            route = (elem.get("edges") or "").split()
+            if in_vehicle:
+                if edges is None:
+                    edges = route
+            elif elem.get("id"):
+                named[elem.get("id", "")] = route
+        elif tag == "vehicle":
+            in_vehicle = False
+            if edges is None and ref is not None:
+                edges = named.get(ref)
+            if edges and depart is not None and begin <= depart < end:
+                yield edges
+            elem.clear()
+
+
+def _route_and_count(scenario: Scenario, pairs: set[tuple[str, str]]) -> tuple[dict[str, int], int]:
+    """Run duarouter on the scenario and count vehicles per controlled (in-edge, out-edge)."""
+    duarouter = _sumo_binary("duarouter")
+    with tempfile.TemporaryDirectory(prefix="greenphase-dua-") as tmp:
+        out = Path(tmp) / "routes.rou.xml"
+        cmd = [
+            duarouter,
+            "--net-file", str(scenario.net_file),
+            "--route-files", ",".join(str(r) for r in scenario.route_files),
+            "--begin", str(scenario.begin),
+            "--end", str(scenario.end),
+            "--ignore-errors",
+            "--seed", str(DUAROUTER_SEED),
+            "--output-file", str(out),
+            "--alternatives-output", str(Path(tmp) / "routes.alt.xml"),
+            "--no-step-log",
+            "--no-warnings",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise NetworkError(f"duarouter failed on {scenario.name}: {err}") from None
+        if done.returncode != 0 or not out.is_file():
+            lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+            errors = [ln for ln in lines if "error" in ln.lower()]
+            detail = (errors or lines or ["no output"])[-1]
+            raise NetworkError(
+                f"duarouter failed on {scenario.name} (exit {done.returncode}): {detail}"
+            )
+        counts: dict[str, int] = defaultdict(int)
+        vehicles = 0
+        try:
+            for edges in _routed_vehicles(out, scenario.begin, scenario.end):
+                vehicles += 1
+                for pair in zip(edges, edges[1:], strict=False):
+                    if pair in pairs:
+                        counts[f"{pair[0]} {pair[1]}"] += 1
+        except ET.ParseError as err:
+            raise NetworkError(
+                f"duarouter wrote unreadable routes for {scenario.name}: {err}"
+            ) from None
+    return dict(counts), vehicles
+
+
+def movement_counts(scenario: Scenario) -> dict[tuple[str, str], int]:
+    """Vehicles per controlled movement (in-edge, out-edge) departing within [begin, end).
+
+    The demand is routed with SUMO's ``duarouter`` (RESCO route files hold trips
+    without routes), then every routed vehicle counts once on each consecutive
+    pair of its route's edges that a traffic light controls. The result is
+    cached in :func:`cache_dir`, keyed by the net and route files (path, size
+    and modification time), ``begin`` and ``end``; the cache file is written to
+    a temporary name and moved into place.
+
+    Args:
+        scenario: The network, its demand and its time window.
+
+    Returns:
+        Vehicle counts by (in-edge id, out-edge id); movements nobody uses are left out.
+
+    Raises:
+        NetworkError: If SUMO's duarouter is missing or fails.
+    """
+    net = scenario.net
+    key = {
+        "format": _CACHE_FORMAT,
+        "net": _file_key(Path(scenario.net_file).resolve()),
+        "routes": [_file_key(Path(r).resolve()) for r in scenario.route_files],
+        "begin": scenario.begin,
+        "end": scenario.end,
+        "seed": DUAROUTER_SEED,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    stem = Path(scenario.net_file).name.removesuffix(".xml").removesuffix(".net")
+    cache_file = cache_dir() / f"{stem}-{digest}.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return {_pair(k): int(v) for k, v in cached["counts"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no cache yet, or unreadable: route again
+    started = time.perf_counter()
+    counts, vehicles = _route_and_count(scenario, _movements(net))
+    record = {
+        "key": key,
+        "vehicles": vehicles,
+        "duarouter_s": round(time.perf_counter() - started, 3),
+        "counts": counts,
+    }
+    try:
+        _atomic_write(cache_file, json.dumps(record, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache only costs the next call another duarouter run
+    return {_pair(k): v for k, v in counts.items()}
+
+
+def _pair(key: str) -> tuple[str, str]:
+    src, _, dst = key.partition(" ")
+    return src, dst
+
+
+def link_flows(
+    net: NetInfo, counts: Mapping[tuple[str, str], float], horizon_s: float
+) -> dict[str, tuple[float, ...]]:
+    """Hourly flow on every controlled link, from the vehicle count of each movement.
+
+    A movement's count is split equally over the incoming lanes that have a
+    link for it, and a lane's share equally over its links for it.
+
+    Args:
+        net: The network.
+        counts: Vehicles per (in-edge, out-edge) within the horizon (:func:`movement_counts`).
+        horizon_s: Length of the counted window, in seconds.
+
+    Returns:
+        By signal id, the flow in veh/h of each link of ``net.links[tls_id]``, in that order.
+    """
+    scale = 3600.0 / horizon_s
+    flows: dict[str, tuple[float, ...]] = {}
+    for tls_id in net.tls_ids:
+        links = net.links[tls_id]
+        by_movement: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for pos, link in enumerate(links):
+            src, dst = _edge_of(net, link.in_lane), _edge_of(net, link.out_lane)
+            if src is not None and dst is not None:
+                by_movement[(src, dst)][link.in_lane].append(pos)
+        values = [0.0] * len(links)
+        for movement, lanes in by_movement.items():
+            count = counts.get(movement, 0)
+            if not count:
+                continue
+            for positions in lanes.values():
+                for pos in positions:
+                    values[pos] += count * scale / len(lanes) / len(positions)
+        flows[tls_id] = tuple(values)
+    return flows
+
+
+# --------------------------------------------------------------------------- Webster
+
+
+def critical_flow_ratios(
+    net: NetInfo, tls_id: str, flows: tuple[float, ...], *, saturation_flow: float = 1800.0
+) -> dict[int, float]:
+    """Webster's critical flow ratio of each green phase of a signal's static program.
+
+    Each link's flow is given to the green phases in which it has major green
+    (``G``), split equally when there are several; a link that never has major
+    green goes to the phases where it has minor green (``g``). The critical
+    ratio of a phase is ``max over incoming lanes of (lane flow in that phase /
+    saturation_flow)``.
+
+    Args:
+        net: The network.
+        tls_id: The signal.
+        flows: Flow in veh/h of each link of ``net.links[tls_id]`` (:func:`link_flows`).
+        saturation_flow: Saturation flow of one lane, in veh/h.
+
+    Returns:
+        ``y_i`` by index of a green phase in ``net.programs[tls_id].phases``.
+    """
+    phases = net.programs[tls_id].phases
+    greens = [i for i, p in enumerate(phases) if p.is_green]
+    lane_flow: dict[int, dict[str, float]] = {i: defaultdict(float) for i in greens}
+    for link, flow in zip(net.links[tls_id], flows, strict=True):
+        if flow <= 0:
+            continue
+        served = [i for i in greens if _signal(phases[i], link.index) == "G"]
+        served = served or [i for i in greens if _signal(phases[i], link.index) == "g"]
+        if os.environ.get("GPMODE") == "C":
+            served = [i for i in greens if _signal(phases[i], link.index) in "Gg"]
+        for i in served:
+            lane_flow[i][link.in_lane] += flow / len(served)
+    return {i: max(lane_flow[i].values(), default=0.0) / saturation_flow for i in greens}
+
+
+def _signal(phase: Phase, index: int) -> str:
+    return phase.state[index] if 0 <= index < len(phase.state) else "r"
+
+
+def webster_program(
+    program: Program,
+    ratios: Mapping[int, float],
+    *,
+    lost_time_per_phase: float | None = None,
+    startup_lost_time: float = 0.0,
+    min_cycle: float = 30.0,
+    max_cycle: float = 120.0,
+    min_green: float = 5.0,
+) -> Program:
+    """Webster's fixed timing for one program, given the critical flow ratio of its greens.
+
+    ``C0 = (1.5 L + 5) / (1 - Y)``, with ``Y`` the sum of the ratios (capped at
+    0.9, past which the formula breaks down) and ``L`` the lost time per cycle,
+    rounded to whole seconds and clamped to ``[min_cycle, max_cycle]``. The
+    non-green phases keep their durations; the effective green time ``C0 - L``
+    is split over the green phases in proportion to their ratios, and each
+    green phase shows its share plus its start-up lost time, in whole seconds,
+    at least ``ceil(min_green)`` (which is all a zero-flow phase gets). The
+    cycle exceeds ``C0`` only when the minimum greens do not fit in it.
+
+    Args:
+        program: The signal's own program (its phases, states and offset are kept).
+        ratios: Critical flow ratio by index of a green phase (:func:`critical_flow_ratios`).
+        lost_time_per_phase: Lost time per green phase in seconds; None takes the
+            program's yellow and all-red time (all non-green phases) plus
+            ``startup_lost_time`` per green phase.
+        startup_lost_time: Start-up lost time of a green phase, in seconds (used only
+            when ``lost_time_per_phase`` is None).
+        min_cycle: Shortest cycle, in seconds.
+        max_cycle: Longest cycle, in seconds.
+        min_green: Shortest green phase, in seconds.
+
+    Returns:
+        A static program with programID :data:`WEBSTER_PROGRAM_ID`; if no green
+        phase has any flow, the program's own durations are kept.
+    """
+    greens = [i for i, p in enumerate(program.phases) if p.is_green]
+    fixed = sum(p.duration for i, p in enumerate(program.phases) if i not in greens)
+    y = {i: max(0.0, float(ratios.get(i, 0.0))) for i in greens}
+    total_y = sum(y.values())
+    if not greens or total_y <= 0:
+        phases = tuple(Phase(p.duration, p.state) for p in program.phases)
+        return Program(program.tls_id, WEBSTER_PROGRAM_ID, "static", program.offset, phases)
+    if lost_time_per_phase is None:
+        lost = fixed + startup_lost_time * len(greens)
+    else:
+        lost = lost_time_per_phase * len(greens)
+    cycle = (1.5 * lost + 5.0) / (1.0 - min(total_y, 0.9))
+    cycle = min(max(round(cycle), min_cycle), max_cycle)
+    # displayed green = effective green + (phase lost time - its clearance time)
+    extra = (lost - fixed) / len(greens)
+    greens_s = _split(cycle - fixed, y, extra, math.ceil(min_green))
+    phases = tuple(
+        Phase(float(greens_s[i]) if i in greens_s else p.duration, p.state)
+        for i, p in enumerate(program.phases)
+    )
+    return Program(program.tls_id, WEBSTER_PROGRAM_ID, "static", program.offset, phases)
+
+
+def _split(
+    total: float, weights: Mapping[int, float], base: float, minimum: int
+) -> dict[int, int]:
+    """Whole seconds per phase: ``base`` plus a share of the rest proportional to its weight.
+
+    Phases of zero weight, and phases whose amount would fall below ``minimum``,
+    get ``minimum``; the others share what is left. The amounts add up to
+    ``round(total)`` unless the minimums alone exceed it.
+    """
+    result: dict[int, float] = {i: minimum for i, w in weights.items() if w <= 0}
+    free = [i for i, w in weights.items() if w > 0]
+    while free:
+        pool = total - sum(result.values()) - base * len(free)
+        weight = sum(weights[i] for i in free)
+        amounts = {i: base + pool * weights[i] / weight for i in free}
+        low = [i for i in free if amounts[i] < minimum]
+        if not low:
+            result.update(amounts)
+            break
+        result.update(dict.fromkeys(low, minimum))
+        free = [i for i in free if i not in low]
+    whole = {i: max(minimum, math.floor(v)) for i, v in result.items()}
+    spare = max(round(total), minimum * len(result)) - sum(whole.values())
+    for i in sorted(result, key=lambda i: whole[i] - result[i])[: max(0, spare)]:
+        whole[i] += 1  # largest remainders first, so the greens add up to ``total``
+    return whole
+
+
+def webster_programs(
+    scenario: Scenario,
+    *,
+    saturation_flow: float = 1800.0,
+    lost_time_per_phase: float | None = None,
+    startup_lost_time: float = 0.0,
+    min_cycle: float = 30.0,
+    max_cycle: float = 120.0,
+    min_green: float = 5.0,
+) -> dict[str, SignalPlan]:
+    """Fixed timing re-optimised for the scenario's demand by Webster's formula.
+
+    The method of SUMO's ``tools/tlsCycleAdaptation.py``: the demand departing
+    within ``[begin, end)`` is routed (:func:`movement_counts`, cached), turned
+    into hourly link flows (:func:`link_flows`), then into each green phase's
+    critical flow ratio ``y_i = max over lanes served by phase i of lane flow /
+    saturation flow`` (:func:`critical_flow_ratios`); the cycle is Webster's
+    ``C0 = (1.5 L + 5) / (1 - Y)`` with ``Y = sum y_i`` and the green time
+    ``C0 - L`` is split in proportion to ``y_i`` (:func:`webster_program`).
+    Each signal is optimised on its own (no coordination, offsets kept).
+
+    Args:
+        scenario: The network, its demand and its time window.
+        saturation_flow: Saturation flow of one lane, in veh/h.
+        lost_time_per_phase: Lost time per green phase in seconds; None takes the
+            program's yellow and all-red time as the lost time.
+        min_cycle: Shortest cycle, in seconds.
+        max_cycle: Longest cycle, in seconds.
+        min_green: Shortest green phase, in seconds (also given to phases without flow).
+
+    Returns:
+        Static plans with programID :data:`WEBSTER_PROGRAM_ID`, by signal id of ``net.tls_ids``.
+
+    Raises:
+        NetworkError: If SUMO's duarouter is missing or fails.
+        ValueError: If the cycle or green bounds are inconsistent.
+    """
+    if not 0 < min_cycle <= max_cycle:
+        raise ValueError(f"need 0 < min_cycle <= max_cycle, got {min_cycle} and {max_cycle}")
+    if min_green <= 0 or saturation_flow <= 0:
+        raise ValueError("min_green and saturation_flow must be positive")
+    net = scenario.net
+    flows = link_flows(net, movement_counts(scenario), scenario.horizon_s)
+    plans: dict[str, SignalPlan] = {}
+    for tls_id in net.tls_ids:
+        ratios = critical_flow_ratios(net, tls_id, flows[tls_id], saturation_flow=saturation_flow)
+        program = webster_program(
+            net.programs[tls_id],
+            ratios,
+            lost_time_per_phase=lost_time_per_phase,
+            startup_lost_time=startup_lost_time,
+            min_cycle=min_cycle,
+            max_cycle=max_cycle,
+            min_green=min_green,
+        )
+        plans[tls_id] = SignalPlan(program)
+    return plans
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _num(value: float) -> str:
+    return format(float(value), ".10g")
+
+
+def _attr(value: str) -> str:
+    return escape(str(value), _ATTR_ENTITIES)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_additional(plans: Iterable[SignalPlan], path: Path) -> None:
+    """Write signal plans to a SUMO additional file, atomically.
+
+    One ``<tlLogic id programID type offset>`` per plan, with its ``<param>``
+    entries and ``<phase duration state [minDur maxDur]>`` elements; ids and
+    values are XML-escaped.
+
+    Args:
+        plans: The plans; a signal may have several, each with its own programID.
+        path: The file to write (parent folders are created).
+
+    Raises:
+        ValueError: If two plans share a signal id and programID.
+    """
+    path = Path(path)
+    seen: set[tuple[str, str]] = set()
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
+    for plan in plans:
+        prog = plan.program
+        if (prog.tls_id, prog.program_id) in seen:
+            raise ValueError(f"two plans for signal {prog.tls_id!r}, program {prog.program_id!r}")
+        seen.add((prog.tls_id, prog.program_id))
+        lines.append(
+            f'    <tlLogic id="{_attr(prog.tls_id)}" programID="{_attr(prog.program_id)}" '
+            f'type="{_attr(prog.kind)}" offset="{_num(prog.offset)}">'
+        )
+        for key, value in plan.params.items():
+            lines.append(f'        <param key="{_attr(key)}" value="{_attr(value)}"/>')
+        for phase in prog.phases:
+            extra = ""
+            if phase.min_dur is not None:
+                extra += f' minDur="{_num(phase.min_dur)}"'
+            if phase.max_dur is not None:
+                extra += f' maxDur="{_num(phase.max_dur)}"'
+            lines.append(
+                f'        <phase duration="{_num(phase.duration)}" '
+                f'state="{_attr(phase.state)}"{extra}/>'
+            )
+        lines.append("    </tlLogic>")
+    lines.append("</additional>")
+    _atomic_write(path, "\n".join(lines) + "\n")
