@@ -59,6 +59,9 @@ class MaxPressure(Controller):
     name = "max-pressure"
     needs_exits = True
 
+    def __init__(self, min_hold: float = 0.0) -> None:
+        self.min_hold = min_hold
+
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """The phase of largest pressure at each intersection."""
         count = readings.count
@@ -69,7 +72,8 @@ class MaxPressure(Controller):
                 [sum(incoming[i] - outgoing[o] for i, o in moves) for moves in v.layout.movements]
             )
             best = np.flatnonzero(pressure == pressure.max())
-            choice[k] = v.green if v.green in best else best[0]
+            hold = v.time_in_phase < self.min_hold or v.green in best
+            choice[k] = v.green if hold else best[0]
         return choice
 
 

@@ -2,7 +2,10 @@
 
 Each controlled incoming lane gets an entry detector that ends at the stop
 line; each outgoing lane gets an exit detector that starts where the lane
-does. The detectors are written to an additional file made from the net, so
+does. A detector covers its whole lane and at least ``MIN_DETECTOR_M``
+metres: on the short lanes of junction clusters SUMO extends it upstream
+(entry) or downstream (exit) over the neighbouring lanes, as a camera
+would see the queue that reaches back past a short lane. The detectors are written to an additional file made from the net, so
 a user never writes one. They are read after every decision step.
 
 A :class:`SensorModel` sits between the detectors and the observation: the
@@ -29,6 +32,10 @@ OCCUPANCY = tc.LAST_STEP_OCCUPANCY
 MEAN_SPEED = tc.LAST_STEP_MEAN_SPEED
 VEHICLE_COUNT = tc.LAST_STEP_VEHICLE_NUMBER
 VEHICLE_IDS = tc.LAST_STEP_VEHICLE_ID_LIST
+
+
+MIN_DETECTOR_M = 50.0
+"""Shortest detector: shorter lanes are extended over their neighbours."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ def build_detectors(
 ) -> Detectors:
     """One entry detector per controlled incoming lane and (``exits``) one per outgoing lane.
 
-    ``length`` caps a detector's length in metres; ``None`` covers the whole lane.
+    ``length`` caps a detector's length in metres; ``None`` covers the whole
+    lane (and at least :data:`MIN_DETECTOR_M`).
     Each detector costs SUMO time at every simulated second, so exit
     detectors are only placed where something reads them.
     """
@@ -91,7 +99,8 @@ def build_detectors(
                 info = net.lanes[lane]
                 ids.append(f"gp_{'in' if is_entry else 'out'}_{lane}")
                 lanes.append(lane)
-                lengths.append(info.length if length is None else min(info.length, length))
+                covered = max(info.length, MIN_DETECTOR_M)
+                lengths.append(covered if length is None else min(covered, length))
                 limits.append(max(info.speed, 0.1))
                 entry.append(is_entry)
     return Detectors(
@@ -105,12 +114,12 @@ def write_detectors(detectors: Detectors, net: NetInfo, folder: Path) -> Path:
     for det, lane, length, is_entry in zip(
         detectors.ids, detectors.lanes, detectors.lengths, detectors.is_entry
     ):
-        lane_length = net.lanes[lane].length
-        pos = max(0.0, lane_length - length) if is_entry else 0.0
+        # entry: ends at the stop line; exit: starts at the lane's start. SUMO
+        # continues a detector longer than its lane over the adjacent lanes.
+        place = f'endPos="{net.lanes[lane].length:.2f}"' if is_entry else 'pos="0"'
         rows.append(
             f"    <laneAreaDetector id={quoteattr(det)} lane={quoteattr(lane)} "
-            f'pos="{pos:.2f}" length="{length:.2f}" freq="86400" file="NUL" '
-            f'friendlyPos="true"/>'
+            f'{place} length="{length:.2f}" freq="86400" file="NUL" friendlyPos="true"/>'
         )
     text = "<additional>\n" + "\n".join(rows) + "\n</additional>\n"
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -182,7 +191,8 @@ class DetectorReader:
             occupancy = np.fromiter(map(occupied, ids), float, n)
             speed = np.fromiter(map(mean_speed, ids), float, n)
             count = np.fromiter(map(number, ids), float, n)
-        speed[speed < 0] = np.nan  # SUMO reports -1 for an empty detector
+        speed[(speed < 0) | (count == 0)] = np.nan  # -1 when empty, 0 before the first step
+        np.minimum(queue, count, out=queue)  # E2 also counts a slow car that left in the step
         first_wait = np.zeros(n)
         if self.first_wait:
             for i in self._entry:

@@ -1,0 +1,119 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.table import Table
+
+from experiments.bench import ROWS, BenchError, bench, format_table
+from networks import Scenario
+from networks.generators import grid
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    scenario = grid(1, 2, cache_dir=tmp_path_factory.mktemp("cache"))
+    return dataclasses.replace(scenario, end=300)
+
+
+@pytest.fixture(scope="module")
+def result(tiny: Scenario) -> dict:
+    lines: list[str] = []
+    out = bench(tiny, repeats=1, progress=lines.append)
+    out["_progress"] = lines
+    return out
+
+
+def test_rows_are_the_five_in_order(result: dict) -> None:
+    assert [row["name"] for row in result["rows"]] == [
+        "sumo",
+        "sumo-rl:fixed",
+        "sumo-rl:random",
+        "greenphase:fixed",
+        "greenphase:max-pressure",
+    ]
+    assert tuple(row["name"] for row in result["rows"]) == ROWS
+
+
+def test_header(result: dict, tiny: Scenario) -> None:
+    assert result["network"] == "grid-1x2"
+    assert (result["begin_s"], result["end_s"], result["repeats"]) == (0, 300, 1)
+
+
+def test_walls_and_ratios(result: dict) -> None:
+    rows = result["rows"]
+    sumo = rows[0]
+    assert sumo["ratio_to_sumo"] == 1.0
+    for row in rows:
+        assert row["wall_s"] > 0
+        assert len(row["walls_s"]) == 1
+        assert row["wall_s"] == row["walls_s"][0]
+        assert row["ratio_to_sumo"] == pytest.approx(row["wall_s"] / sumo["wall_s"])
+
+
+def test_progress_reports_every_episode(result: dict) -> None:
+    lines = result["_progress"]
+    assert len(lines) == len(ROWS)
+    assert all(name in line for name, line in zip(ROWS, lines, strict=True))
+
+
+def test_json_serialisable(result: dict) -> None:
+    clean = {k: v for k, v in result.items() if not k.startswith("_")}
+    assert json.loads(json.dumps(clean)) == clean
+
+
+def test_format_table(result: dict) -> None:
+    table = format_table(result)
+    assert isinstance(table, Table)
+    assert [c.header for c in table.columns] == ["name", "wall s", "ratio to SUMO"]
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    for name in ROWS:
+        assert name in text
+
+
+def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    from experiments import bench as mod
+
+    calls: list[str] = []
+    scripted = {
+        row: iter(walls)
+        for row, walls in zip(
+            ROWS,
+            ([2.0, 1.0, 3.0], [1.0, 5.0, 2.0], [4.0, 4.0, 4.0], [1.0, 1.0, 9.0], [3.0, 2.0, 1.0]),
+            strict=True,
+        )
+    }
+
+    def fake(row: str) -> float:
+        calls.append(row)
+        return next(scripted[row])
+
+    monkeypatch.setattr(mod, "_time_sumo", lambda scenario: fake("sumo"))
+    monkeypatch.setattr(mod, "_time_in_worker", lambda row, scenario: fake(row))
+    out = bench(tiny, repeats=3)
+    assert calls == list(ROWS) * 3
+    medians = {row["name"]: row["wall_s"] for row in out["rows"]}
+    assert medians == {
+        "sumo": 2.0,
+        "sumo-rl:fixed": 2.0,
+        "sumo-rl:random": 4.0,
+        "greenphase:fixed": 1.0,
+        "greenphase:max-pressure": 2.0,
+    }
+    ratios = {row["name"]: row["ratio_to_sumo"] for row in out["rows"]}
+    assert ratios["sumo-rl:random"] == 2.0
+    assert out["rows"][0]["walls_s"] == [2.0, 1.0, 3.0]
+
+
+def test_repeats_must_be_positive(tiny: Scenario) -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        bench(tiny, repeats=0)
+
+
+def test_failing_row_raises(tiny: Scenario, tmp_path: Path) -> None:
+    broken = dataclasses.replace(tiny, route_files=(tmp_path / "missing.rou.xml",))
+    with pytest.raises(BenchError, match="sumo"):
+        bench(broken, repeats=1)
