@@ -1,0 +1,1 @@
+"""Experiments: comparisons, benchmarks, results, and the `greenphase` command line."""

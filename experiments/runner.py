@@ -27,7 +27,9 @@ class RunResult:
 
     def row(self) -> dict[str, Any]:
         """The run as one flat record (the ``runs`` rows of ``compare --json``)."""
-        return {"controller": self.controller, "seed": self.seed, **self.kpis, "wall_s": self.wall_s}
+        return {
+            "controller": self.controller, "seed": self.seed, **self.kpis, "wall_s": self.wall_s
+        }
 
 
 def run_episode(

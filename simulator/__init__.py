@@ -10,7 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from networks import names
+from networks import DEFAULT_NETWORK, Scenario, names
 from simulator.core import EpisodeResult, TrafficSimulation
 from simulator.env import TrafficSignalEnv
 from simulator.intersection import Layout, ProgramError
@@ -26,7 +26,7 @@ from simulator.sensors import Readings, SensorModel
 from simulator.sumo import SumoError
 
 
-def parallel_env(network: str = "cologne1", **options: Any) -> Any:
+def parallel_env(network: str | Scenario = DEFAULT_NETWORK, **options: Any) -> Any:
     """The PettingZoo ParallelEnv of a network: one agent per signal."""
     from simulator.parallel import TrafficSignalParallelEnv
 

@@ -127,14 +127,16 @@ class TrafficSimulation:
             )
             self.views.append(
                 SignalView(
-                    lay, entry, exit_, capacity[entry], capacity[exit_] if exit_detectors else np.ones(0),
+                    lay, entry, exit_, capacity[entry], capacity[exit_],
                     self.detectors.speed_limits[entry],
                 )
             )
         self._entry_all = np.flatnonzero(self.detectors.is_entry)
         self._intersections = [Intersection(lay) for lay in self.layouts]
         # green index of each SUMO phase of the network's programs, for program control
-        self._phase_to_green = [self._green_of_phases(t, lay) for t, lay in zip(self.tls_ids, self.layouts)]
+        self._phase_to_green = [
+            self._green_of_phases(t, lay) for t, lay in zip(self.tls_ids, self.layouts)
+        ]
 
         self._workdir = Path(tempfile.mkdtemp(prefix="greenphase-"))
         self._additional = [write_detectors(self.detectors, net, self._workdir)]
@@ -239,6 +241,11 @@ class TrafficSimulation:
         if self.program is None:
             if phases is None or len(phases) != len(self._intersections):
                 raise ValueError(f"expected {len(self._intersections)} phases, got {phases!r}")
+            for lay, phase in zip(self.layouts, phases):  # all checked before any is applied
+                if not 0 <= int(phase) < lay.num_phases:
+                    raise ValueError(
+                        f"signal {lay.tls_id!r}: phase {phase} not in 0..{lay.num_phases - 1}"
+                    )
             for i, (inter, phase) in enumerate(zip(self._intersections, phases)):
                 for when, state in inter.decide(int(phase), now):
                     heapq.heappush(self._events, (when, i, state))

@@ -16,7 +16,8 @@ import numpy as np
 from gymnasium import spaces
 
 from networks import DEFAULT_NETWORK, Scenario
-from simulator.core import EpisodeResult, SignalProgram, TrafficSimulation
+from simulator.core import EpisodeResult, SignalProgram
+from simulator.envbase import build_simulation, joint_space, signal_spaces, sumo_seed
 from simulator.observations import ObservationFunction, QueueObservation
 from simulator.rewards import DelayReward, RewardFunction
 from simulator.sensors import SensorModel
@@ -66,35 +67,26 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
     ) -> None:
         self.observation_fn = observation or QueueObservation()
         self.reward_fn = reward or DelayReward()
-        self.sim = TrafficSimulation(
+        self.sim = build_simulation(
             network,
+            self.observation_fn,
+            self.reward_fn,
             decision_interval=decision_interval,
             min_green=min_green,
             max_green=max_green,
             program=program,
             sensor_model=sensor_model,
             detector_length=detector_length,
-            first_wait=self.observation_fn.needs_first_wait,
-            exit_detectors=(
-                self.observation_fn.needs_exits or self.reward_fn.needs_exits
-                if exit_detectors is None
-                else exit_detectors
-            ),
+            exit_detectors=exit_detectors,
             backend=backend,
             gui=gui,
             sumo_args=sumo_args,
         )
-        views = self.sim.views
-        boxes = [self.observation_fn.space(v) for v in views]
+        boxes, phases = signal_spaces(self.observation_fn, self.sim.views)
         self._slices = np.cumsum([0] + [b.shape[0] for b in boxes])
-        self.observation_space = spaces.Box(
-            np.concatenate([b.low for b in boxes]),
-            np.concatenate([b.high for b in boxes]),
-            dtype=np.float32,
-        )
-        phases = [v.layout.num_phases for v in views]
+        self.observation_space = joint_space(boxes)
         self.action_space: spaces.Space[Any] = (
-            spaces.Discrete(phases[0]) if len(phases) == 1 else spaces.MultiDiscrete(phases)
+            phases[0] if len(phases) == 1 else spaces.MultiDiscrete([p.n for p in phases])
         )
         self.result: EpisodeResult | None = None
 
@@ -120,9 +112,8 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new episode; ``seed`` is also SUMO's random seed."""
         super().reset(seed=seed)
-        sumo_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
         self.result = None
-        self.sim.start(sumo_seed)
+        self.sim.start(sumo_seed(seed, self.np_random))
         return self._observe(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -73,7 +73,9 @@ def read_tripinfo(path: str | Path) -> pd.DataFrame:
     return trips
 
 
-def kpis(trips: pd.DataFrame, horizon_s: float, queue: list[float] | np.ndarray) -> dict[str, float]:
+def kpis(
+    trips: pd.DataFrame, horizon_s: float, queue: list[float] | np.ndarray
+) -> dict[str, float]:
     """The headline figures of one run: means over every vehicle due in the horizon."""
     n = len(trips)
     mean = (lambda col: float(trips[col].mean())) if n else (lambda col: 0.0)

@@ -16,6 +16,18 @@ from simulator.sensors import Readings
 from simulator.view import SignalView
 
 
+def _same_views(
+    cached: tuple[int, tuple[SignalView, ...]] | None, views: Sequence[SignalView], n_det: int
+) -> bool:
+    """Whether a plan cached for ``cached`` serves these very view objects."""
+    return (
+        cached is not None
+        and cached[0] == n_det
+        and len(cached[1]) == len(views)
+        and all(a is b for a, b in zip(cached[1], views))
+    )
+
+
 class ObservationFunction(ABC):
     """Maps one intersection's sensor readings to a vector."""
 
@@ -60,9 +72,8 @@ class QueueObservation(ObservationFunction):
     def observe_all(self, views: Sequence[SignalView], readings: Readings) -> np.ndarray:
         """All intersections at once: one gather from a pool of every feature."""
         n_det = len(readings.queue)
-        key = (n_det, *(id(v) for v in views))
-        if getattr(self, "_key", None) != key:
-            self._key, self._plan = key, self._gather_plan(views, n_det)
+        if not _same_views(getattr(self, "_views", None), views, n_det):
+            self._views, self._plan = (n_det, tuple(views)), self._gather_plan(views, n_det)
         gather, phase_offsets, capacity, limit = self._plan
         phases = np.zeros(int(phase_offsets[-1]))
         phases[phase_offsets[:-1] + [v.green for v in views]] = 1.0

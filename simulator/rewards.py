@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from simulator.observations import _same_views
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -47,14 +48,14 @@ class _EntrySum(RewardFunction):
 
     def reward_all(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """Summed per intersection with one ``reduceat`` over the entry detectors."""
-        key = (len(readings.queue), *(id(v) for v in views))
-        if getattr(self, "_key", None) != key:
+        if not _same_views(getattr(self, "_views", None), views, len(readings.queue)):
             limit = np.ones(len(readings.queue))
             for v in views:
                 limit[v.entry] = v.entry_speed_limit
             entries = np.concatenate([v.entry for v in views])
             starts = np.cumsum([0] + [len(v.entry) for v in views])[:-1]
-            self._key, self._plan = key, (entries, starts, limit)
+            self._views = (len(readings.queue), tuple(views))
+            self._plan = (entries, starts, limit)
         entries, starts, limit = self._plan
         values = self.per_detector(readings, limit, dt)[entries]
         return -np.add.reduceat(values, starts)

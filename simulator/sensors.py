@@ -5,8 +5,9 @@ line; each outgoing lane gets an exit detector that starts where the lane
 does. A detector covers its whole lane and at least ``MIN_DETECTOR_M``
 metres: on the short lanes of junction clusters SUMO extends it upstream
 (entry) or downstream (exit) over the neighbouring lanes, as a camera
-would see the queue that reaches back past a short lane. The detectors are written to an additional file made from the net, so
-a user never writes one. They are read after every decision step.
+would see the queue that reaches back past a short lane. The detectors are
+written to an additional file made from the net, so a user never writes
+one. They are read after every decision step.
 
 A :class:`SensorModel` sits between the detectors and the observation: the
 default passes readings through; fault models (noise, dropout, latency)
@@ -45,7 +46,7 @@ class Readings:
     time: float
     """Simulated time of the reading in seconds."""
     queue: np.ndarray
-    """Halting vehicles (speed < 0.1 m/s) on the detector."""
+    """Halting vehicles on the detector (SUMO's detector rule: below 1.39 m/s for 1 s)."""
     occupancy: np.ndarray
     """Share of the detector's length occupied by vehicles, in percent."""
     speed: np.ndarray

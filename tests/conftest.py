@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,12 @@ def grid1x1(grid_cache: Path) -> Scenario:
 def grid2x2_short(grid_cache: Path) -> Scenario:
     """Four signals, five simulated minutes."""
     return dataclasses.replace(grid(2, 2, cache_dir=grid_cache), end=300)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(grid_cache: Path) -> Iterator[None]:
+    """Generated grids and Webster plans go to a temporary cache, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GREENPHASE_CACHE", str(grid_cache))
+    yield
+    mp.undo()

@@ -92,7 +92,7 @@ def spec_for(scenario: Scenario, **options: Any) -> EnvSpec:
     """An unregistered spec, so that the checker also tests re-making and closing twice."""
     return EnvSpec(
         f"greenphase-test/{scenario.name}-v0",
-        entry_point=TrafficSignalEnv,
+        entry_point="simulator.env:TrafficSignalEnv",
         kwargs={"network": scenario, **options},
     )
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,16 +30,16 @@ def cologne1() -> Scenario:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[type[TrafficSimulation]]:
+def make_sim() -> Iterator[Callable[..., TrafficSimulation]]:
     """Build simulations that are all closed after the test (libsumo runs one per process)."""
     made: list[TrafficSimulation] = []
 
-    def build(*args: object, **kwargs: object) -> TrafficSimulation:
-        sim = TrafficSimulation(*args, **kwargs)  # type: ignore[arg-type]
+    def build(*args: Any, **kwargs: Any) -> TrafficSimulation:
+        sim = TrafficSimulation(*args, **kwargs)
         made.append(sim)
         return sim
 
-    yield build  # type: ignore[misc]
+    yield build
     for sim in made:
         sim.close()
 
@@ -67,7 +68,7 @@ def test_build_detectors_places_one_per_lane_and_side(grid22: Scenario) -> None:
 
 
 def test_detector_file_loads_in_sumo_where_it_was_meant(
-    grid22: Scenario, make_sim: type[TrafficSimulation]
+    grid22: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
     sim = make_sim(grid22, detector_length=50.0)
     sim.start(SEED)
@@ -88,7 +89,10 @@ def test_detector_file_loads_in_sumo_where_it_was_meant(
 # detector counts as halting after it stopped counting them as present
 @pytest.mark.parametrize(("network", "seed"), [("cologne1", SEED), ("grid22", 2)])
 def test_readings_have_one_value_per_detector_within_bounds(
-    network: str, seed: int, request: pytest.FixtureRequest, make_sim: type[TrafficSimulation]
+    network: str,
+    seed: int,
+    request: pytest.FixtureRequest,
+    make_sim: Callable[..., TrafficSimulation],
 ) -> None:
     sim = make_sim(request.getfixturevalue(network))
     n = len(sim.detectors.ids)
@@ -109,7 +113,7 @@ def test_readings_have_one_value_per_detector_within_bounds(
 
 
 def test_entry_counts_match_the_vehicles_on_the_lane(
-    cologne1: Scenario, make_sim: type[TrafficSimulation]
+    cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
     sim = make_sim(cologne1, detector_length=None)
     det = sim.detectors
@@ -140,7 +144,7 @@ def test_entry_counts_match_the_vehicles_on_the_lane(
 
 
 def test_first_wait_is_the_lead_vehicles_waiting_time(
-    cologne1: Scenario, make_sim: type[TrafficSimulation]
+    cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
     sim = make_sim(cologne1, first_wait=True, exit_detectors=False)
     det = sim.detectors
@@ -159,7 +163,7 @@ def test_first_wait_is_the_lead_vehicles_waiting_time(
 
 
 def test_traci_subscriptions_read_the_same_as_libsumo_calls(
-    cologne1: Scenario, make_sim: type[TrafficSimulation]
+    cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
     readings = {}
     for backend in ("libsumo", "traci"):
@@ -184,7 +188,7 @@ class ZeroQueueSensor(SensorModel):
 
 
 def test_sensor_model_stands_between_detectors_and_controller(
-    cologne1: Scenario, make_sim: type[TrafficSimulation]
+    cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
     sensor = ZeroQueueSensor()
     sim = make_sim(cologne1, sensor_model=sensor)
