@@ -17,28 +17,28 @@ rows alike.
   max-pressure controller, building the simulation included.
 
 libsumo holds one simulation per process and sumo-rl keeps global state in it,
-so each Python row runs in a fresh worker process (``spawn``) for every
-repeat. The worker imports everything and builds the environment first, then
-times only the episode: interpreter start-up and imports are not counted.
+so each Python row runs in a fresh worker interpreter for every repeat. The
+worker imports everything and builds the environment first, then times only
+the episode: interpreter start-up and imports are not counted.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import pickle
 import statistics
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     from networks import Scenario
 
 ROWS: tuple[str, ...] = (
@@ -188,47 +188,58 @@ _BUILDERS: dict[str, Callable[[Scenario], Callable[[], None]]] = {
 }
 
 
-def _worker(row: str, scenario: Scenario, conn: Connection) -> None:
-    """Build ``row``'s episode, time it, and send ``("ok", seconds)`` or ``("error", text)``."""
+def _worker_main() -> None:
+    """Entry point of a worker process: read ``(row, scenario)``, time it, print the result.
+
+    The request arrives pickled on stdin; the answer is one JSON line,
+    ``{"wall_s": seconds}`` or ``{"error": text}``, on the original stdout,
+    while everything SUMO, traci or sumo-rl print goes to ``/dev/null``.
+    """
+    row, scenario = pickle.loads(sys.stdin.buffer.read())
+    answer = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    sys.stdout = open(os.devnull, "w")  # lives as long as the worker
     try:
-        # SUMO and traci print to stdout, which may carry the CLI's JSON: silence it
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        sys.stdout = open(os.devnull, "w")  # lives as long as the worker
         episode = _BUILDERS[row](scenario)
         started = time.perf_counter()
         episode()
-        conn.send(("ok", time.perf_counter() - started))
-    except BaseException as err:  # reported to the parent, which raises
-        conn.send(("error", f"{type(err).__name__}: {err}"))
-    finally:
-        conn.close()
+        reply: dict[str, Any] = {"wall_s": time.perf_counter() - started}
+    except Exception as err:  # reported to the parent, which raises
+        reply = {"error": f"{type(err).__name__}: {err}"}
+    answer.write(json.dumps(reply) + "\n")
+    answer.close()
 
 
 def _time_in_worker(row: str, scenario: Scenario) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(row, scenario, sender), daemon=True)
-    proc.start()
-    sender.close()
+    # A fresh interpreter per row and repeat: libsumo holds one simulation per
+    # process. A subprocess rather than multiprocessing's spawn, which re-runs the
+    # caller's main script and so fails from scripts without a __main__ guard.
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from experiments.bench import _worker_main; _worker_main()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
-        if not receiver.poll(WORKER_TIMEOUT_S):
-            proc.kill()
-            raise BenchError(f"row {row!r}: no result within {WORKER_TIMEOUT_S:.0f} s")
-        try:
-            status, payload = receiver.recv()
-        except EOFError:
-            proc.join()
-            raise BenchError(
-                f"row {row!r}: the worker died (exit status {proc.exitcode})"
-            ) from None
-    finally:
-        receiver.close()
-        proc.join()
-    if status != "ok":
-        raise BenchError(f"row {row!r}: {payload}")
-    return float(payload)
+        out, err = proc.communicate(pickle.dumps((row, scenario)), timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise BenchError(f"row {row!r}: no result within {WORKER_TIMEOUT_S:.0f} s") from None
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"row {row!r}: the worker failed (exit status {proc.returncode}): {tail}")
+    reply = json.loads(lines[-1])
+    if "error" in reply:
+        raise BenchError(f"row {row!r}: {reply['error']}")
+    return float(reply["wall_s"])
 
 
 # -------------------------------------------------------------------- bench

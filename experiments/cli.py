@@ -93,7 +93,7 @@ def scenario_from(
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=False,
+        TimeElapsedColumn(), console=err_console, transient=True,
     )
 
 
