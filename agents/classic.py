@@ -61,19 +61,29 @@ class MaxPressure(Controller):
 
     def __init__(self, min_hold: float = 0.0) -> None:
         self.min_hold = min_hold
+        self._incidence = np.zeros((0, 0))
+        self._offsets = np.zeros(1, dtype=np.int64)
+
+    def reset(self, views: Sequence[SignalView], seed: int) -> None:
+        """Build the phase-by-detector incidence matrix: +1 entry, -1 exit per movement."""
+        self._offsets = np.cumsum([0] + [v.layout.num_phases for v in views])
+        n_det = 1 + max(int(np.max(np.concatenate((v.entry, v.exit)))) for v in views)
+        self._incidence = np.zeros((int(self._offsets[-1]), n_det))
+        for k, v in enumerate(views):
+            for p, moves in enumerate(v.layout.movements):
+                row = self._offsets[k] + p
+                for i, o in moves:
+                    self._incidence[row, v.entry[i]] += 1.0
+                    self._incidence[row, v.exit[o]] -= 1.0
 
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """The phase of largest pressure at each intersection."""
-        count = readings.count
+        pressure = self._incidence @ readings.count[: self._incidence.shape[1]]
         choice = np.empty(len(views), dtype=np.int64)
         for k, v in enumerate(views):
-            incoming, outgoing = count[v.entry], count[v.exit]
-            pressure = np.array(
-                [sum(incoming[i] - outgoing[o] for i, o in moves) for moves in v.layout.movements]
-            )
-            best = np.flatnonzero(pressure == pressure.max())
-            hold = v.time_in_phase < self.min_hold or v.green in best
-            choice[k] = v.green if hold else best[0]
+            mine = pressure[self._offsets[k] : self._offsets[k + 1]]
+            hold = v.time_in_phase < self.min_hold or mine[v.green] >= mine.max()
+            choice[k] = v.green if hold else int(np.argmax(mine))
         return choice
 
 

@@ -78,7 +78,7 @@ class QueueObservation(ObservationFunction):
         phases = np.zeros(int(phase_offsets[-1]))
         phases[phase_offsets[:-1] + [v.green for v in views]] = 1.0
         times = [v.time_in_phase / v.layout.max_green for v in views]
-        speed = np.nan_to_num(readings.speed / limit, nan=1.0)
+        speed = np.fmin(readings.speed / limit, 1.0)  # fmin turns an empty lane's NaN into 1
         pool = np.concatenate(
             (phases, times, readings.queue / capacity, readings.occupancy / 100.0, speed)
         )

@@ -71,8 +71,8 @@ class DelayReward(_EntrySum):
 
     def per_detector(self, readings: Readings, limit: np.ndarray, dt: float) -> np.ndarray:
         """Delay accrued on each detector."""
-        speed = np.nan_to_num(readings.speed / limit, nan=1.0)
-        return readings.count * np.clip(1.0 - speed, 0.0, 1.0) * dt
+        speed = np.fmin(readings.speed / limit, 1.0)  # fmin turns an empty lane's NaN into 1
+        return readings.count * (1.0 - speed) * dt
 
 
 class WaitingTimeReward(_EntrySum):

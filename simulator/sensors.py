@@ -52,7 +52,7 @@ class Readings:
     speed: np.ndarray
     """Mean speed of the vehicles on the detector in m/s; NaN when it is empty."""
     count: np.ndarray
-    """Vehicles on the detector."""
+    """Vehicles on the detector (exit detectors report only this; their other fields are NaN)."""
     first_wait: np.ndarray
     """Waiting time in seconds of the vehicle nearest the stop line (0 when empty)."""
 
@@ -88,22 +88,22 @@ def build_detectors(
     """
     ids, lanes, lengths, limits, entry = [], [], [], [], []
     seen: set[tuple[str, bool]] = set()
-    for tls in tls_ids:
-        sides = [(net.incoming_lanes(tls), True)]
-        if exits:
-            sides.append((net.outgoing_lanes(tls), False))
-        for lanes_of, is_entry in sides:
-            for lane in lanes_of:
-                if (lane, is_entry) in seen:
-                    continue
-                seen.add((lane, is_entry))
-                info = net.lanes[lane]
-                ids.append(f"gp_{'in' if is_entry else 'out'}_{lane}")
-                lanes.append(lane)
-                covered = max(info.length, MIN_DETECTOR_M)
-                lengths.append(covered if length is None else min(covered, length))
-                limits.append(max(info.speed, 0.1))
-                entry.append(is_entry)
+    # every entry detector first, then the exits: each group is read in one sweep
+    sides = [(net.incoming_lanes(tls), True) for tls in tls_ids]
+    if exits:
+        sides += [(net.outgoing_lanes(tls), False) for tls in tls_ids]
+    for lanes_of, is_entry in sides:
+        for lane in lanes_of:
+            if (lane, is_entry) in seen:
+                continue
+            seen.add((lane, is_entry))
+            info = net.lanes[lane]
+            ids.append(f"gp_{'in' if is_entry else 'out'}_{lane}")
+            lanes.append(lane)
+            covered = max(info.length, MIN_DETECTOR_M)
+            lengths.append(covered if length is None else min(covered, length))
+            limits.append(max(info.speed, 0.1))
+            entry.append(is_entry)
     return Detectors(
         tuple(ids), tuple(lanes), np.array(lengths), np.array(limits), np.array(entry, dtype=bool)
     )
@@ -146,6 +146,9 @@ class DetectorReader:
         self.detectors = detectors
         self.first_wait = first_wait
         self._entry = np.flatnonzero(detectors.is_entry)
+        self._n_entry = len(self._entry)
+        if not (self._entry == np.arange(self._n_entry)).all():
+            raise ValueError("entry detectors must come before exit detectors")
         self._subscribed = False
 
     def subscribe(self, conn: Any, *, direct: bool) -> None:
@@ -154,8 +157,8 @@ class DetectorReader:
         if direct:
             return
         variables = self._VARS + ((VEHICLE_IDS,) if self.first_wait else ())
-        for det in self.detectors.ids:
-            conn.lanearea.subscribe(det, variables)
+        for i, det in enumerate(self.detectors.ids):
+            conn.lanearea.subscribe(det, variables if i < self._n_entry else (VEHICLE_COUNT,))
 
     @staticmethod
     def _getters(conn: Any) -> tuple[Any, Any, Any, Any]:
@@ -179,18 +182,21 @@ class DetectorReader:
     def read(self, conn: Any, time: float) -> Readings:
         """The detectors' values after the last simulation step."""
         ids = self.detectors.ids
-        n = len(ids)
+        n, m = len(ids), self._n_entry
+        entries = ids[:m]
+        queue, occupancy, speed = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         if self._subscribed:
             results = conn.lanearea.getAllSubscriptionResults()
             table = np.array(
-                [[results[d][v] for v in self._VARS] for d in ids], dtype=float
-            ).reshape(n, 4)
-            queue, occupancy, speed, count = table.T.copy()
+                [[results[d][v] for v in self._VARS[:3]] for d in entries], dtype=float
+            ).reshape(m, 3)
+            queue[:m], occupancy[:m], speed[:m] = table.T
+            count = np.array([results[d][VEHICLE_COUNT] for d in ids], dtype=float)
         else:
             halting, occupied, mean_speed, number = self._getters(conn)
-            queue = np.fromiter(map(halting, ids), float, n)
-            occupancy = np.fromiter(map(occupied, ids), float, n)
-            speed = np.fromiter(map(mean_speed, ids), float, n)
+            queue[:m] = np.fromiter(map(halting, entries), float, m)
+            occupancy[:m] = np.fromiter(map(occupied, entries), float, m)
+            speed[:m] = np.fromiter(map(mean_speed, entries), float, m)
             count = np.fromiter(map(number, ids), float, n)
         speed[(speed < 0) | (count == 0)] = np.nan  # -1 when empty, 0 before the first step
         np.minimum(queue, count, out=queue)  # E2 also counts a slow car that left in the step

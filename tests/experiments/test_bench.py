@@ -117,3 +117,11 @@ def test_failing_row_raises(tiny: Scenario, tmp_path: Path) -> None:
     broken = dataclasses.replace(tiny, route_files=(tmp_path / "missing.rou.xml",))
     with pytest.raises(BenchError, match="sumo"):
         bench(broken, repeats=1)
+
+
+def test_failing_worker_names_the_row(tiny: Scenario, tmp_path: Path) -> None:
+    from experiments.bench import _time_in_worker
+
+    broken = dataclasses.replace(tiny, net_file=tmp_path / "missing.net.xml")
+    with pytest.raises(BenchError, match="greenphase:fixed"):
+        _time_in_worker("greenphase:fixed", broken)
