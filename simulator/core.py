@@ -131,7 +131,7 @@ class TrafficSimulation:
                     self.detectors.speed_limits[entry],
                 )
             )
-        self._entry_all = np.flatnonzero(self.detectors.is_entry)
+        self._n_entry = int(self.detectors.is_entry.sum())  # entry detectors come first
         self._intersections = [Intersection(lay) for lay in self.layouts]
         # green index of each SUMO phase of the network's programs, for program control
         self._phase_to_green = [
@@ -276,7 +276,7 @@ class TrafficSimulation:
 
     def _read(self) -> Readings:
         raw = self._reader.read(self._conn, self.time)
-        self.queue_history.append(float(raw.queue[self._entry_all].sum()))
+        self.queue_history.append(float(raw.queue[: self._n_entry].sum()))
         readings = self.sensor_model.observe(raw)
         for view, inter in zip(self.views, self._intersections):
             view.green = inter.green

@@ -11,6 +11,7 @@ every second they wait outside it.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -37,33 +38,48 @@ KPI_NAMES = (
 )
 
 
-def read_tripinfo(path: str | Path) -> pd.DataFrame:
-    """One row per vehicle of a tripinfo file, with its delay and travel time."""
+_COLUMNS = [
+    "vehicle", "depart_s", "depart_delay_s", "arrival_s", "duration_s",
+    "time_loss_s", "waiting_time_s", "route_length_m",
+]
+_ATTRIBUTES = ("id", "depart", "departDelay", "arrival", "duration", "timeLoss", "waitingTime",
+               "routeLength")
+# SUMO writes a tripinfo's attributes in a fixed order; one pattern reads them all in C
+_TRIPINFO = re.compile(
+    rb'<tripinfo id="([^"]*)" depart="([^"]*)"[^>]*? departDelay="([^"]*)" arrival="([^"]*)"'
+    rb'[^>]*? duration="([^"]*)" routeLength="([^"]*)" waitingTime="([^"]*)"'
+    rb'[^>]*? timeLoss="([^"]*)"'
+)
+
+
+def _rows_fast(data: bytes) -> list[tuple[bytes, ...]] | None:
+    """Rows by pattern, or None when the file is not in SUMO's usual attribute order."""
+    rows = _TRIPINFO.findall(data)
+    if len(rows) != data.count(b"<tripinfo "):
+        return None
+    # reorder to _COLUMNS: id, depart, departDelay, arrival, duration, timeLoss, waiting, length
+    return [(r[0], r[1], r[2], r[3], r[4], r[7], r[6], r[5]) for r in rows]
+
+
+def _rows_parsed(path: Path) -> list[tuple[str | None, ...]]:
+    """Rows by a full XML parse, whatever the attribute order."""
     rows = []
     for _, elem in ET.iterparse(path, events=("end",)):
-        if elem.tag != "tripinfo":
-            continue
-        get = elem.get
-        rows.append(
-            (
-                get("id"),
-                float(get("depart", -1)),
-                float(get("departDelay", 0)),
-                float(get("arrival", -1)),
-                float(get("duration", 0)),
-                float(get("timeLoss", 0)),
-                float(get("waitingTime", 0)),
-                float(get("routeLength", 0)),
-            )
-        )
-        elem.clear()
-    trips = pd.DataFrame(
-        rows,
-        columns=[
-            "vehicle", "depart_s", "depart_delay_s", "arrival_s", "duration_s",
-            "time_loss_s", "waiting_time_s", "route_length_m",
-        ],
-    )
+        if elem.tag == "tripinfo":
+            rows.append(tuple(elem.get(a) for a in _ATTRIBUTES))
+            elem.clear()
+    return rows
+
+
+def read_tripinfo(path: str | Path) -> pd.DataFrame:
+    """One row per vehicle of a tripinfo file, with its delay and travel time."""
+    path = Path(path)
+    fast = _rows_fast(path.read_bytes())
+    trips = pd.DataFrame(fast if fast is not None else _rows_parsed(path), columns=_COLUMNS)
+    if fast is not None:
+        trips["vehicle"] = trips["vehicle"].str.decode("utf-8")
+    numeric = _COLUMNS[1:]
+    trips[numeric] = trips[numeric].astype(float)
     trips["inserted"] = trips["depart_s"] >= 0
     trips["arrived"] = trips["arrival_s"] >= 0
     # vehicles loaded ahead of their departure but scheduled after the end are not due

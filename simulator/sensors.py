@@ -184,20 +184,19 @@ class DetectorReader:
         ids = self.detectors.ids
         n, m = len(ids), self._n_entry
         entries = ids[:m]
-        queue, occupancy, speed = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        # one flat array: queue, occupancy, speed (entries; NaN-padded for exits), count
+        table = np.full(4 * n, np.nan)
         if self._subscribed:
             results = conn.lanearea.getAllSubscriptionResults()
-            table = np.array(
-                [[results[d][v] for v in self._VARS[:3]] for d in entries], dtype=float
-            ).reshape(m, 3)
-            queue[:m], occupancy[:m], speed[:m] = table.T
-            count = np.array([results[d][VEHICLE_COUNT] for d in ids], dtype=float)
+            for k, var in enumerate(self._VARS[:3]):
+                table[k * n : k * n + m] = [results[d][var] for d in entries]
+            table[3 * n :] = [results[d][VEHICLE_COUNT] for d in ids]
         else:
             halting, occupied, mean_speed, number = self._getters(conn)
-            queue[:m] = np.fromiter(map(halting, entries), float, m)
-            occupancy[:m] = np.fromiter(map(occupied, entries), float, m)
-            speed[:m] = np.fromiter(map(mean_speed, entries), float, m)
-            count = np.fromiter(map(number, ids), float, n)
+            for k, get in enumerate((halting, occupied, mean_speed)):
+                table[k * n : k * n + m] = np.fromiter(map(get, entries), float, m)
+            table[3 * n :] = np.fromiter(map(number, ids), float, n)
+        queue, occupancy, speed, count = table.reshape(4, n)
         speed[(speed < 0) | (count == 0)] = np.nan  # -1 when empty, 0 before the first step
         np.minimum(queue, count, out=queue)  # E2 also counts a slow car that left in the step
         first_wait = np.zeros(n)
