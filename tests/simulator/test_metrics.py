@@ -89,3 +89,27 @@ def test_kpis_of_a_hand_written_tripinfo(tmp_path) -> None:
     assert k["throughput_veh_h"] == pytest.approx(36.0)
     assert k["mean_queue_veh"] == 2.0
     assert (k["vehicles"], k["unfinished"], k["not_inserted"]) == (3, 1, 1)
+
+
+def test_fast_tripinfo_reading_equals_a_full_xml_parse(grid1x1: Scenario, tmp_path) -> None:
+    import subprocess
+
+    import pandas as pd
+
+    from simulator.metrics import _COLUMNS, TRIPINFO_OPTIONS, _rows_fast, _rows_parsed
+    from simulator.sumo import sumo_binary
+
+    out = tmp_path / "tripinfo.xml"
+    subprocess.run(
+        [sumo_binary(), "-n", str(grid1x1.net_file), "-r", str(grid1x1.route_files[0]),
+         "-b", "0", "-e", "900", "--tripinfo-output", str(out), *TRIPINFO_OPTIONS,
+         "--no-step-log", "true"],
+        check=True, capture_output=True,
+    )
+    assert _rows_fast(out.read_bytes()) is not None  # SUMO's own order takes the fast path
+    fast = read_tripinfo(out)
+    parsed = pd.DataFrame(_rows_parsed(out), columns=_COLUMNS)
+    parsed[_COLUMNS[1:]] = parsed[_COLUMNS[1:]].astype(float)
+    parsed = parsed[parsed["depart_delay_s"] >= 0].reset_index(drop=True)
+    assert len(fast) > 100 and (~fast["arrived"]).any()
+    pd.testing.assert_frame_equal(fast[_COLUMNS], parsed)
