@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import networks
-from agents import UnknownControllerError
+from agents import CheckpointError, TrainedPolicyError, UnknownControllerError
 from experiments import results
 from experiments.compare import compare as run_compare
 from experiments.compare import spec_of, validate_controllers
@@ -38,7 +38,10 @@ app.add_typer(networks_app, name="networks")
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-USER_ERRORS = (NetworkError, UnknownControllerError, ProgramError, SumoError, results.OutputError)
+USER_ERRORS = (
+    NetworkError, UnknownControllerError, ProgramError, SumoError, results.OutputError,
+    CheckpointError, TrainedPolicyError,
+)
 
 
 class BadInput(ValueError):
@@ -46,11 +49,11 @@ class BadInput(ValueError):
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(*more: type[Exception]) -> Iterator[None]:
     """Turn bad input into one line on stderr and exit status 2, never a traceback."""
     try:
         yield
-    except (BadInput, *USER_ERRORS) as err:
+    except (BadInput, *USER_ERRORS, *more) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
@@ -180,6 +183,117 @@ def compare(
         out_console.print(comparison_table(
             comparison.summary, f"{sc.name}: {sc.begin}-{sc.end} s, seeds 0-{seeds - 1}"))
         out_console.print(f"results: {folder}")
+
+
+# ------------------------------------------------------------------ training
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BadInput(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise BadInput(f"{option} is empty")
+    return values
+
+
+@app.command()
+def train(
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    algo: Annotated[str, typer.Option(help="dqn or ppo.")] = "dqn",
+    episodes: Annotated[int, typer.Option(help="Training episodes.")] = 100,
+    seed: Annotated[int, typer.Option(help="Learner seed (held-out evaluation seeds differ).")] = 0,
+    optimizer: Annotated[
+        str, typer.Option(help="sgd, momentum, nesterov, adam, adamw or rmsprop.")
+    ] = "adam",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    momentum: Annotated[float, typer.Option(help="Momentum (momentum, nesterov, rmsprop).")] = 0.9,
+    schedule: Annotated[
+        str, typer.Option(help="constant, step, exponential, cosine or warmup-cosine.")
+    ] = "constant",
+    batch_mode: Annotated[str, typer.Option(help="full, mini or stochastic.")] = "mini",
+    batch_size: Annotated[int, typer.Option(help="Batch size for --batch-mode mini.")] = 64,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    l1: Annotated[float, typer.Option(help="L1 penalty coefficient.")] = 0.0,
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0: no clipping).")] = 10.0,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, e.g. 64,64.")] = "64,64",
+    independent: Annotated[
+        bool, typer.Option("--independent", help="One network per intersection, not shared.")
+    ] = False,
+    observation: Annotated[str, typer.Option(help="queue or pressure.")] = "queue",
+    reward: Annotated[str, typer.Option(help="delay, waiting-time, queue or pressure.")] = "delay",
+    eval_every: Annotated[int, typer.Option(help="Episodes between evaluations.")] = 5,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+) -> None:
+    """Train a signal policy by gradient descent; checkpoints, curves and plots go to the run dir."""
+    from agents import checkpoint
+    from agents.optim import ConfigError, OptimConfig
+    from experiments.train import TrainSpec
+    from experiments.train import train as run_train
+
+    with user_errors(ConfigError):
+        scenario = scenario_from(network, net, routes, begin, end)
+        run = out or Path("runs") / f"train-{scenario.name}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if resume:
+            stored = checkpoint.load(run / "checkpoints" / "last.pt")
+            spec = TrainSpec.from_dict(stored["spec"])
+        else:
+            optim = OptimConfig(
+                optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+                batch_mode=batch_mode, batch_size=batch_size, weight_decay=weight_decay,
+                l1=l1, grad_clip=grad_clip if grad_clip > 0 else None,
+            )
+            spec = TrainSpec(
+                algo=algo, episodes=episodes, seed=seed, observation=observation,
+                reward=reward, shared=not independent, hidden=_int_list(hidden, "--hidden"),
+                eval_every=eval_every, optim=optim,
+            )
+        with _progress() as bar:
+            task = bar.add_task(f"train {scenario.name} {spec.algo}", total=spec.episodes)
+
+            def on_episode(row: dict[str, Any]) -> None:
+                bar.update(task, completed=row["episode"] + 1, description=(
+                    f"ep {row['episode'] + 1} return {row['return']:.1f} "
+                    f"delay {row['mean_delay_s']:.1f} s lr {row['lr']:.2g}"))
+
+            result = run_train(spec, scenario, run, resume=resume, on_episode=on_episode)
+    if result.stopped:
+        typer.echo(f"error: {result.stopped}; the last good checkpoint is kept in {run}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"trained {result.episodes} episodes in {result.wall_s:.0f} s; best evaluation "
+               f"delay {result.best_eval_delay_s:.2f} s; run: {run}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A training run directory (or a checkpoint).")],
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Held-out seeds 0..N-1.")] = 3,
+    controllers: Annotated[
+        str, typer.Option("--controllers", "-c", help="Others to compare with, comma-separated.")
+    ] = "",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run over held-out seeds against fixed timing (and others)."""
+    from agents.trained import load_policy
+
+    with user_errors():
+        _, policy = load_policy(run)
+        if network is None and net is None:
+            network = policy.get("network")
+        others = [c for c in controllers.split(",") if c.strip()]
+        compare(network=network, net=net, routes=routes, begin=begin, end=end,
+                controllers=",".join(["fixed", f"trained:{run}", *others]), seeds=seeds,
+                out=out, json_out=json_out, decision_interval=policy.get("decision_interval", 5.0))
 
 
 # ------------------------------------------------------------------ networks

@@ -1,0 +1,426 @@
+"""Optimisation as configuration: optimizers, learning-rate schedules, batch modes, one update.
+
+A learner never builds a ``torch.optim`` object itself. It holds an
+:class:`OptimConfig` (read from a spec with :meth:`OptimConfig.from_dict`),
+asks :func:`batch_size` how many samples to draw, and hands each loss to a
+:class:`GradientStepper`, which checks the loss, adds the L1 penalty, clips
+the gradient, updates the weights, advances the schedule and reports the
+learning rate that update used.
+
+Every schedule is a stock ``torch.optim.lr_scheduler`` class with no lambdas,
+so its state is plain numbers and survives ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import lr_scheduler
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup-cosine")
+BATCH_MODES = ("full", "mini", "stochastic")
+
+LOSS_WINDOW = 100
+"""How many recent finite losses the explosion check takes its median over."""
+LOSS_HISTORY_MIN = 10
+"""Losses seen before a loss can count as exploding; fewer give no trustworthy median."""
+LOSS_FLOOR = 1.0
+"""Floor of the median in the explosion check, so losses that converge to zero never alarm."""
+
+
+class ConfigError(ValueError):
+    """An optimisation setting is invalid; the one-line message names the field and value."""
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged (a NaN or infinite loss or gradient, or an exploding loss)."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How a policy's weights are updated: optimizer, schedule, batching and regularisation."""
+
+    optimizer: str = "adam"
+    """One of :data:`OPTIMIZERS`: plain ``sgd``, SGD with ``momentum`` or ``nesterov``
+    momentum, ``adam``, ``adamw`` (decoupled weight decay) or ``rmsprop``."""
+    lr: float = 1e-3
+    """Initial (peak, for ``warmup-cosine``) learning rate; > 0."""
+    momentum: float = 0.9
+    """Momentum of ``momentum``, ``nesterov`` and ``rmsprop``, in [0, 1); > 0 for the SGD
+    momentum optimizers. Ignored by ``sgd``, ``adam`` and ``adamw``."""
+    weight_decay: float = 0.0
+    """L2 coefficient, torch's ``weight_decay``: added to the gradient, except for ``adamw``
+    where the weights shrink by ``lr * weight_decay`` each update (decoupled); >= 0."""
+    l1: float = 0.0
+    """L1 coefficient: ``l1 * sum(|w|)`` over weight matrices (not biases) joins the loss; >= 0."""
+    schedule: str = "constant"
+    """One of :data:`SCHEDULES`; update ``k`` (from 0) uses ``lr`` times a factor of ``k``."""
+    step_size: int = 1000
+    """Updates between decays for ``step``; >= 1."""
+    gamma: float = 0.5
+    """Factor for ``step``: update ``k`` uses ``lr * gamma ** (k // step_size)``; in (0, 1]."""
+    decay: float = 0.999
+    """Per-update factor for ``exponential``: update ``k`` uses ``lr * decay ** k``; in (0, 1]."""
+    warmup: int = 100
+    """Warm-up updates for ``warmup-cosine``: the learning rate rises linearly from
+    ``lr * warmup_start_factor`` towards ``lr``, then follows a cosine; >= 0."""
+    warmup_start_factor: float = 0.01
+    """Fraction of ``lr`` that the ``warmup-cosine`` warm-up starts from; in (0, 1]."""
+    min_lr: float = 0.0
+    """Floor the ``cosine`` and ``warmup-cosine`` schedules end at; in [0, lr]."""
+    batch_mode: str = "mini"
+    """One of :data:`BATCH_MODES`: ``full`` (all samples), ``mini`` (``batch_size``) or
+    ``stochastic`` (one sample)."""
+    batch_size: int = 64
+    """Samples per update for ``mini``; >= 1."""
+    grad_clip: float | None = 10.0
+    """Largest global gradient norm (L2 over all parameters); ``None`` or ``inf`` (TOML has
+    no null) for no clipping; > 0."""
+    explode_factor: float = 1e4
+    """A loss counts as exploding when ``|loss|`` exceeds this times the median ``|loss|`` of the
+    last :data:`LOSS_WINDOW` updates (floored at :data:`LOSS_FLOOR`); > 1, ``inf`` to never."""
+
+    def __post_init__(self) -> None:
+        for name in ("optimizer", "schedule", "batch_mode"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be a string")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("batch_mode", BATCH_MODES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r}: unknown, choose one of {', '.join(choices)}"
+                )
+        for name in ("step_size", "warmup", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r}: must be an integer")
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "l1",
+            "gamma",
+            "decay",
+            "warmup_start_factor",
+            "min_lr",
+            "explode_factor",
+        ):
+            if not _is_number(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be a number")
+        if self.grad_clip is not None and not _is_number(self.grad_clip):
+            raise ConfigError(f"grad_clip={self.grad_clip!r}: must be a number or None")
+
+        # Written as `not (ok)` so that NaN fails every check.
+        checks: tuple[tuple[str, bool, str], ...] = (
+            ("lr", 0 < self.lr < math.inf, "must be > 0 and finite"),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, "must be >= 0 and finite"),
+            ("l1", 0 <= self.l1 < math.inf, "must be >= 0 and finite"),
+            ("step_size", self.step_size >= 1, "must be >= 1"),
+            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
+            ("decay", 0 < self.decay <= 1, "must be in (0, 1]"),
+            ("warmup", self.warmup >= 0, "must be >= 0"),
+            ("warmup_start_factor", 0 < self.warmup_start_factor <= 1, "must be in (0, 1]"),
+            ("min_lr", 0 <= self.min_lr < math.inf, "must be >= 0 and finite"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("explode_factor", self.explode_factor > 1, "must be > 1 (inf: never)"),
+        )
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip={self.grad_clip!r}: must be > 0 (None: no clipping)")
+        if self.optimizer in ("momentum", "nesterov") and self.momentum == 0:
+            raise ConfigError(f"momentum=0: must be > 0 for optimizer {self.optimizer!r}")
+        if self.schedule in ("cosine", "warmup-cosine") and self.min_lr > self.lr:
+            raise ConfigError(
+                f"min_lr={self.min_lr!r}: must not exceed lr={self.lr!r} for a cosine schedule"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> OptimConfig:
+        """Build from a plain mapping (a spec's ``[optim]`` table); missing keys take defaults.
+
+        Raises:
+            ConfigError: A key is not a field, or a value is invalid.
+        """
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in fields:
+                raise ConfigError(
+                    f"{key}: unknown optimisation setting, known: {', '.join(fields)}"
+                )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name, as :meth:`from_dict` reads it."""
+        return dataclasses.asdict(self)
+
+
+def describe(cfg: OptimConfig) -> str:
+    """A short label for plot legends.
+
+    For example ``"nesterov lr=0.01 momentum=0.9, cosine, mini-batch 64"``.
+    Regularisation appears as a fourth part only where it departs from the defaults.
+    """
+    optimizer = f"{cfg.optimizer} lr={cfg.lr:g}"
+    if cfg.optimizer in ("momentum", "nesterov", "rmsprop"):
+        optimizer += f" momentum={cfg.momentum:g}"
+
+    schedule = {
+        "constant": "constant",
+        "step": f"step gamma={cfg.gamma:g} every {cfg.step_size}",
+        "exponential": f"exponential decay={cfg.decay:g}",
+        "cosine": "cosine",
+        "warmup-cosine": f"warmup {cfg.warmup} + cosine",
+    }[cfg.schedule]
+    if cfg.schedule in ("cosine", "warmup-cosine") and cfg.min_lr > 0:
+        schedule += f" to {cfg.min_lr:g}"
+
+    batch = {
+        "full": "full-batch",
+        "mini": f"mini-batch {cfg.batch_size}",
+        "stochastic": "stochastic",
+    }[cfg.batch_mode]
+
+    parts = [optimizer, schedule, batch]
+    regularisation = []
+    if cfg.weight_decay > 0:
+        regularisation.append(f"wd={cfg.weight_decay:g}")
+    if cfg.l1 > 0:
+        regularisation.append(f"l1={cfg.l1:g}")
+    default_clip = OptimConfig.grad_clip
+    if cfg.grad_clip is None or math.isinf(cfg.grad_clip):
+        regularisation.append("no clip")
+    elif cfg.grad_clip != default_clip:
+        regularisation.append(f"clip={cfg.grad_clip:g}")
+    if regularisation:
+        parts.append(" ".join(regularisation))
+    return ", ".join(parts)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer ``cfg.optimizer`` names, over ``params``."""
+    params = list(params)
+    match cfg.optimizer:
+        case "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        case "momentum":
+            return torch.optim.SGD(
+                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        case "nesterov":
+            return torch.optim.SGD(
+                params,
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                nesterov=True,
+                weight_decay=cfg.weight_decay,
+            )
+        case "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        case "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        case "rmsprop":
+            return torch.optim.RMSprop(
+                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+    raise ConfigError(f"optimizer={cfg.optimizer!r}: unknown")  # unreachable after validation
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_updates: int
+) -> lr_scheduler.LRScheduler:
+    """The schedule ``cfg.schedule`` names, stepped once per update, over ``total_updates``.
+
+    Update ``k`` (counting from 0) uses:
+
+    - ``constant``: ``lr``;
+    - ``step``: ``lr * gamma ** (k // step_size)``;
+    - ``exponential``: ``lr * decay ** k``;
+    - ``cosine``: ``min_lr + (lr - min_lr) * (1 + cos(pi * k / T)) / 2``, ``T = total_updates``;
+    - ``warmup-cosine``: ``lr * (s + (1 - s) * k / warmup)`` for ``k < warmup``
+      (``s = warmup_start_factor``), then the cosine over the remaining
+      ``T = max(1, total_updates - warmup)`` updates at ``k - warmup``.
+
+    Raises:
+        ValueError: ``total_updates`` is below 1.
+    """
+    if total_updates < 1:
+        raise ValueError(f"total_updates={total_updates}: must be >= 1")
+    match cfg.schedule:
+        case "constant":
+            return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        case "step":
+            return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        case "exponential":
+            return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.decay)
+        case "cosine":
+            return lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=total_updates, eta_min=cfg.min_lr
+            )
+        case "warmup-cosine":
+            cosine_updates = max(1, total_updates - cfg.warmup)
+            if cfg.warmup == 0:
+                return lr_scheduler.CosineAnnealingLR(
+                    optimizer, T_max=cosine_updates, eta_min=cfg.min_lr
+                )
+            warm = lr_scheduler.LinearLR(
+                optimizer,
+                start_factor=cfg.warmup_start_factor,
+                end_factor=1.0,
+                total_iters=cfg.warmup,
+            )
+            cosine = lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=cosine_updates, eta_min=cfg.min_lr
+            )
+            return lr_scheduler.SequentialLR(
+                optimizer, schedulers=[warm, cosine], milestones=[cfg.warmup]
+            )
+    raise ConfigError(f"schedule={cfg.schedule!r}: unknown")  # unreachable after validation
+
+
+def batch_size(cfg: OptimConfig, available: int) -> int:
+    """Samples to draw for one update when ``available`` are at hand.
+
+    Raises:
+        ValueError: ``available`` is below 1.
+    """
+    if available < 1:
+        raise ValueError(f"available={available}: no samples to draw a batch from")
+    match cfg.batch_mode:
+        case "full":
+            return available
+        case "mini":
+            return min(cfg.batch_size, available)
+    return 1
+
+
+class GradientStepper:
+    """Does every weight update of one model: checks, penalty, backward, clip, step, schedule.
+
+    The schedule advances for the first ``total_updates`` updates; later updates
+    keep the learning rate the schedule ended at (a cosine stays at ``min_lr``
+    instead of rising again).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, total_updates: int) -> None:
+        self.cfg = cfg
+        self.total_updates = total_updates
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        # Weight matrices (and conv kernels) only: biases and norm scales are not penalised.
+        self._l1_params = [p for p in self._params if p.ndim >= 2]
+        self.optimizer = make_optimizer(self._params, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, total_updates)
+        self._updates = 0
+        self._recent: deque[float] = deque(maxlen=LOSS_WINDOW)
+
+    @property
+    def updates(self) -> int:
+        """Updates done so far (a diverged attempt does not count)."""
+        return self._updates
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next update will use."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self, loss: torch.Tensor) -> dict[str, float]:
+        """Update the weights to lower ``loss`` (a scalar), then advance the schedule.
+
+        Returns:
+            ``lr``: the learning rate this update used; ``loss``: the loss as given,
+            without the penalty; ``l1_penalty``: the L1 term added before the
+            backward pass; ``grad_norm``: the global gradient norm before clipping.
+
+        Raises:
+            DivergenceError: The loss is NaN, infinite or exploding, or the gradient
+                norm is not finite. The weights, optimizer and schedule are then untouched.
+        """
+        value = float(loss.detach())
+        self._check_loss(value)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        penalty = self._l1_penalty()
+        (loss + penalty).backward()
+        max_norm = math.inf if self.cfg.grad_clip is None else self.cfg.grad_clip
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(
+                f"gradient norm is {grad_norm} at update {self._updates} (loss {value:g})"
+            )
+
+        lr = self.lr
+        self.optimizer.step()
+        if self._updates < self.total_updates:
+            self.scheduler.step()
+        self._updates += 1
+        self._recent.append(abs(value))
+        return {
+            "lr": lr,
+            "loss": value,
+            "l1_penalty": float(penalty.detach()),
+            "grad_norm": grad_norm,
+        }
+
+    def _check_loss(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise DivergenceError(f"loss is {value} at update {self._updates}")
+        if len(self._recent) < LOSS_HISTORY_MIN:
+            return
+        limit = self.cfg.explode_factor * max(statistics.median(self._recent), LOSS_FLOOR)
+        if abs(value) > limit:
+            raise DivergenceError(
+                f"loss {value:g} at update {self._updates} exceeds {limit:g} "
+                f"({self.cfg.explode_factor:g} x the recent median): exploding"
+            )
+
+    def _l1_penalty(self) -> torch.Tensor:
+        if self.cfg.l1 == 0 or not self._l1_params:
+            return torch.zeros(())
+        return self.cfg.l1 * torch.stack([p.abs().sum() for p in self._l1_params]).sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, schedule, update count and recent losses; tensors and primitives only.
+
+        The model's own weights are not included: save ``model.state_dict()`` beside it.
+        """
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "updates": self._updates,
+            "total_updates": self.total_updates,
+            "recent_losses": list(self._recent),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a stepper built with the same config and horizon.
+
+        Raises:
+            ValueError: The state was saved with a different ``total_updates``.
+        """
+        if state["total_updates"] != self.total_updates:
+            raise ValueError(
+                f"total_updates={self.total_updates}: the state was saved with "
+                f"{state['total_updates']}"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(dict(state["scheduler"]))
+        self._updates = int(state["updates"])
+        self._recent = deque((float(v) for v in state["recent_losses"]), maxlen=LOSS_WINDOW)

@@ -1,0 +1,368 @@
+"""Training a signal policy on a network, episode by episode, into a run directory.
+
+The run directory holds ``spec.toml`` (the resolved settings),
+``checkpoints/last.pt`` (everything needed to resume, written after every
+episode), ``checkpoints/best.pt`` (the policy with the lowest evaluation
+delay), ``curves.csv`` (one row per update and one per episode),
+``plots/learning_curve.png`` and ``log.txt``.
+
+Training episodes use SUMO seeds from :func:`training_seed`, evaluation
+episodes seed :attr:`TrainSpec.eval_seed`; neither overlaps the seeds
+``0..N-1`` that ``compare`` and ``evaluate`` use, so those are held out.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agents import checkpoint
+from agents.dqn import DQN, DQNConfig
+from agents.models import SignalNetwork, pad
+from agents.optim import ConfigError, DivergenceError, OptimConfig
+from agents.ppo import PPO, PPOConfig
+from experiments import results
+from networks import Scenario
+from simulator.observations import OBSERVATIONS
+from simulator.parallel import TrafficSignalParallelEnv
+from simulator.rewards import REWARDS
+
+ALGOS = ("dqn", "ppo")
+
+CURVE_COLUMNS = [
+    "kind", "episode", "update", "lr", "loss", "grad_norm", "epsilon",
+    "return", "mean_delay_s", "eval_delay_s", "wall_s",
+]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that defines a training run (written to ``spec.toml``)."""
+
+    algo: str = "dqn"
+    """Learner: ``dqn`` or ``ppo``."""
+    episodes: int = 100
+    """Training episodes, each over the scenario's whole horizon."""
+    seed: int = 0
+    """Seed of the learner (torch, numpy, random) and of the training episodes' SUMO seeds."""
+    observation: str = "queue"
+    """Observation function (``queue`` or ``pressure``)."""
+    reward: str = "delay"
+    """Reward function (``delay``, ``waiting-time``, ``queue``, ``pressure``)."""
+    reward_scale: float = 0.01
+    """Rewards are multiplied by this before learning."""
+    decision_interval: float = 5.0
+    """Seconds between decisions."""
+    min_green: float = 5.0
+    """Shortest green in seconds."""
+    max_green: float = 50.0
+    """Longest green in seconds."""
+    shared: bool = True
+    """One network for every intersection (else one per intersection)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths."""
+    eval_every: int = 5
+    """Episodes between greedy evaluations on :attr:`eval_seed` (and at the last episode)."""
+    eval_seed: int = 10_000
+    """SUMO seed of the evaluation episodes."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser, schedule, batches and regularisation."""
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    """DQN settings (used when ``algo`` is ``dqn``)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO settings (used when ``algo`` is ``ppo``)."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError(f"algo: unknown {self.algo!r}; choose from {', '.join(ALGOS)}")
+        if self.episodes < 1:
+            raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
+        if self.observation not in OBSERVATIONS:
+            raise ConfigError(f"observation: unknown {self.observation!r}; "
+                              f"choose from {', '.join(OBSERVATIONS)}")
+        if self.reward not in REWARDS:
+            raise ConfigError(f"reward: unknown {self.reward!r}; choose from {', '.join(REWARDS)}")
+        if self.reward_scale <= 0:
+            raise ConfigError(f"reward_scale must be > 0, got {self.reward_scale}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden: layer widths must be >= 1, got {self.hidden}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be at least 1, got {self.eval_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (for TOML and checkpoints)."""
+        data = asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
+        """Rebuild from :meth:`to_dict`; unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"unknown training setting {key!r}")
+        data = dict(data)
+        data["hidden"] = tuple(data.get("hidden", (64, 64)))
+        data["optim"] = OptimConfig.from_dict(dict(data.get("optim", {})))
+        data["dqn"] = DQNConfig.from_dict(dict(data.get("dqn", {})))
+        data["ppo"] = PPOConfig.from_dict(dict(data.get("ppo", {})))
+        return cls(**data)
+
+
+def training_seed(spec: TrainSpec, episode: int) -> int:
+    """SUMO seed of training episode ``episode``: never one of 0..99_999."""
+    return 100_000 * (spec.seed + 1) + episode
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a training run ended."""
+
+    run: Path
+    episodes: int
+    best_eval_delay_s: float
+    wall_s: float
+    stopped: str = ""
+    """Why training stopped early (divergence), or empty."""
+
+
+class Trainer:
+    """Runs the training loop of one spec on one scenario into a run directory."""
+
+    def __init__(self, spec: TrainSpec, scenario: Scenario, run: Path) -> None:
+        self.spec, self.scenario, self.run = spec, scenario, run
+        self.env = TrafficSignalParallelEnv(
+            scenario,
+            observation=OBSERVATIONS[spec.observation](),
+            reward=REWARDS[spec.reward](),
+            decision_interval=spec.decision_interval,
+            min_green=spec.min_green,
+            max_green=spec.max_green,
+        )
+        self.agents = list(self.env.possible_agents)
+        self.agent_index = torch.arange(len(self.agents))
+        obs_dims = [self.env.observation_space(a).shape[0] for a in self.agents]
+        num_phases = [int(self.env.action_space(a).n) for a in self.agents]
+        kind = "q" if spec.algo == "dqn" else "actor-critic"
+        # ---- seeding: everything random in training derives from spec.seed
+        random.seed(spec.seed)
+        torch.manual_seed(spec.seed)
+        self.rng = np.random.default_rng(spec.seed)
+        self.net = SignalNetwork(obs_dims, num_phases, spec.hidden, shared=spec.shared, kind=kind)
+        steps_per_episode = -(-scenario.horizon_s // spec.decision_interval)
+        total_steps = int(spec.episodes * steps_per_episode)
+        if spec.algo == "dqn":
+            self.learner: DQN | PPO = DQN(self.net, spec.dqn, spec.optim, total_steps, self.rng)
+        else:
+            samples = steps_per_episode * len(self.agents) * spec.ppo.episodes_per_update
+            per_round = spec.ppo.epochs * -(-int(samples) // _ppo_batch(spec.optim, int(samples)))
+            rounds = max(1, spec.episodes // spec.ppo.episodes_per_update)
+            self.learner = PPO(self.net, spec.ppo, spec.optim, rounds * per_round, self.rng)
+        self.policy_meta = {
+            "kind": kind, "obs_dims": obs_dims, "num_phases": num_phases,
+            "hidden": list(spec.hidden), "shared": spec.shared,
+            "observation": spec.observation, "tls_ids": self.agents,
+            "network": scenario.name, "decision_interval": spec.decision_interval,
+        }
+        self.episode = 0
+        self.best = float("inf")
+        self.wall = 0.0
+
+    # ------------------------------------------------------------ rollouts
+    def _obs(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
+        return pad([obs[a] for a in self.agents], self.net.obs_size)
+
+    def run_episode(self, seed: int, *, learn: bool) -> tuple[float, dict[str, float], list[dict]]:
+        """One episode; with ``learn`` the learner explores and updates. Returns KPIs and logs."""
+        obs_dict, _ = self.env.reset(seed=seed)
+        obs = self._obs(obs_dict)
+        total, logs = 0.0, []
+        while self.env.agents:
+            action = self.learner.act(obs, self.agent_index, explore=learn)
+            obs_dict, rewards, _, _, _ = self.env.step(
+                {a: int(action[i]) for i, a in enumerate(self.agents)}
+            )
+            reward = np.array([rewards[a] for a in self.agents], dtype=np.float32)
+            reward *= self.spec.reward_scale
+            total += float(reward.sum())
+            next_obs = self._obs(obs_dict)
+            if learn:
+                logs += self.learner.observe(obs, self.agent_index, action, reward, next_obs)
+            obs = next_obs
+        if learn and isinstance(self.learner, PPO):
+            logs += self.learner.end_episode()
+        assert self.env.result is not None
+        return total, self.env.result.kpis, logs
+
+    # ---------------------------------------------------------- checkpoints
+    def _rng_state(self) -> dict[str, Any]:
+        return {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
+                "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+                "python_gauss": random.getstate()[2]}
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["numpy"]
+        torch.set_rng_state(state["torch"])
+        random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+
+    def save(self, name: str, *, full: bool) -> Path:
+        """Write ``checkpoints/<name>.pt``: the policy, and with ``full`` the training state."""
+        payload: dict[str, Any] = {
+            "spec": self.spec.to_dict(),
+            "episode": self.episode,
+            "best_eval_delay_s": self.best,
+            "policy": {**self.policy_meta, "net": self.net.state_dict()},
+        }
+        if full:
+            payload["learner"] = self.learner.state_dict()
+            payload["rng"] = self._rng_state()
+            payload["wall_s"] = self.wall
+        return checkpoint.save(self.run / "checkpoints" / f"{name}.pt", payload)
+
+    def restore(self) -> None:
+        """Continue from ``checkpoints/last.pt``."""
+        data = checkpoint.load(self.run / "checkpoints" / "last.pt")
+        if "learner" not in data:
+            raise checkpoint.CheckpointError(f"{self.run}: last.pt holds no training state")
+        if data["spec"] != self.spec.to_dict():
+            raise ConfigError(f"{self.run}: the checkpoint was trained with other settings")
+        self.learner.load_state_dict(data["learner"])
+        self._set_rng_state(data["rng"])
+        self.episode = int(data["episode"])
+        self.best = float(data["best_eval_delay_s"])
+        self.wall = float(data.get("wall_s", 0.0))
+
+    def close(self) -> None:
+        """Stop SUMO."""
+        self.env.close()
+
+
+def _ppo_batch(optim: OptimConfig, samples: int) -> int:
+    from agents.optim import batch_size
+
+    return batch_size(optim, samples)
+
+
+class CurveLog:
+    """``curves.csv``: appended row by row, cut back to the checkpoint on resume."""
+
+    def __init__(self, path: Path, *, resume_at: int | None) -> None:
+        self.path = path
+        if resume_at is None or not path.is_file():
+            results.write_text(path, ",".join(CURVE_COLUMNS) + "\n")
+        else:
+            kept = pd.read_csv(path)
+            kept = kept[kept["episode"] < resume_at]
+            results.atomic_write(path, lambda tmp: kept.to_csv(tmp, index=False))
+        self._file = path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, CURVE_COLUMNS, extrasaction="ignore")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows and flush them to disk."""
+        self._writer.writerows(rows)
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def train(
+    spec: TrainSpec,
+    scenario: Scenario,
+    run: Path,
+    *,
+    resume: bool = False,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``spec`` on ``scenario`` into ``run``; resume from its last checkpoint if asked."""
+    torch.set_num_threads(1)  # small networks: threads cost more than they give
+    results.ensure_writable(run)
+    trainer = Trainer(spec, scenario, run)
+    try:
+        if resume:
+            trainer.restore()
+        spec_doc = {"command": "train", "network": scenario.name,
+                    "net_file": str(scenario.net_file),
+                    "route_files": [str(r) for r in scenario.route_files],
+                    "begin": scenario.begin, "end": scenario.end, **spec.to_dict()}
+        results.write_text(run / "spec.toml", results.to_toml(spec_doc))
+        curves = CurveLog(run / "curves.csv", resume_at=trainer.episode if resume else None)
+        stopped = ""
+        try:
+            while trainer.episode < spec.episodes:
+                started = time.perf_counter()
+                episode = trainer.episode
+                try:
+                    ret, kpis, logs = trainer.run_episode(training_seed(spec, episode), learn=True)
+                except DivergenceError as err:
+                    stopped = f"training stopped at episode {episode}: {err}"
+                    break
+                eval_delay = float("nan")
+                if (episode + 1) % spec.eval_every == 0 or episode + 1 == spec.episodes:
+                    _, eval_kpis, _ = trainer.run_episode(spec.eval_seed, learn=False)
+                    eval_delay = eval_kpis["mean_delay_s"]
+                trainer.episode += 1
+                trainer.wall += time.perf_counter() - started
+                rows = [{"kind": "update", "episode": episode, **log} for log in logs]
+                row = {"kind": "episode", "episode": episode, "return": ret,
+                       "mean_delay_s": kpis["mean_delay_s"], "eval_delay_s": eval_delay,
+                       "wall_s": trainer.wall,
+                       "lr": logs[-1]["lr"] if logs else float("nan"),
+                       "epsilon": getattr(trainer.learner, "epsilon", float("nan"))}
+                curves.write([*rows, row])
+                if eval_delay < trainer.best:
+                    trainer.best = eval_delay
+                    trainer.save("best", full=False)
+                trainer.save("last", full=True)
+                if on_episode is not None:
+                    on_episode(row)
+        finally:
+            curves.close()
+        plot_learning_curve(run / "curves.csv", run / "plots" / "learning_curve.png")
+        log = (f"greenphase train: {trainer.episode} episodes, best evaluation delay "
+               f"{trainer.best:.2f} s, {trainer.wall:.1f} s\n" + (stopped + "\n" if stopped else ""))
+        results.write_text(run / "log.txt", log)
+        return TrainResult(run, trainer.episode, trainer.best, trainer.wall, stopped)
+    finally:
+        trainer.close()
+
+
+def plot_learning_curve(curves: Path, path: Path) -> Path | None:
+    """Episode return and delay (training and evaluation) against episodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = pd.read_csv(curves)
+    episodes = data[data["kind"] == "episode"]
+    if episodes.empty:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 5.2), dpi=120, sharex=True)
+    top.plot(episodes["episode"], episodes["return"], color="#455a64")
+    top.set_ylabel("episode return")
+    bottom.plot(episodes["episode"], episodes["mean_delay_s"], label="training (exploring)",
+                color="#90a4ae")
+    evals = episodes.dropna(subset=["eval_delay_s"])
+    bottom.plot(evals["episode"], evals["eval_delay_s"], "o-", label="evaluation (greedy)",
+                color="#2e7d32")
+    bottom.set_ylabel("mean delay (s)")
+    bottom.set_xlabel("episode")
+    bottom.legend()
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
