@@ -229,7 +229,7 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
 ) -> None:
-    """Train a signal policy by gradient descent; checkpoints, curves and plots go to the run dir."""
+    """Train a signal policy by gradient descent into a run dir (checkpoints, curves, plots)."""
     from agents import checkpoint
     from agents.optim import ConfigError, OptimConfig
     from experiments.train import TrainSpec

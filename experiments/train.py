@@ -331,7 +331,9 @@ def train(
             curves.close()
         plot_learning_curve(run / "curves.csv", run / "plots" / "learning_curve.png")
         log = (f"greenphase train: {trainer.episode} episodes, best evaluation delay "
-               f"{trainer.best:.2f} s, {trainer.wall:.1f} s\n" + (stopped + "\n" if stopped else ""))
+               f"{trainer.best:.2f} s, {trainer.wall:.1f} s\n")
+        if stopped:
+            log += stopped + "\n"
         results.write_text(run / "log.txt", log)
         return TrainResult(run, trainer.episode, trainer.best, trainer.wall, stopped)
     finally:
