@@ -228,14 +228,17 @@ def train(
     eval_every: Annotated[int, typer.Option(help="Episodes between evaluations.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again in a run dir that already holds a run.")
+    ] = False,
 ) -> None:
     """Train a signal policy by gradient descent into a run dir (checkpoints, curves, plots)."""
     from agents import checkpoint
     from agents.optim import ConfigError, OptimConfig
-    from experiments.train import TrainSpec
+    from experiments.train import RunExistsError, TrainSpec
     from experiments.train import train as run_train
 
-    with user_errors(ConfigError):
+    with user_errors(ConfigError, RunExistsError):
         scenario = scenario_from(network, net, routes, begin, end)
         run = out or Path("runs") / f"train-{scenario.name}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
         if resume:
@@ -260,7 +263,8 @@ def train(
                     f"ep {row['episode'] + 1} return {row['return']:.1f} "
                     f"delay {row['mean_delay_s']:.1f} s lr {row['lr']:.2g}"))
 
-            result = run_train(spec, scenario, run, resume=resume, on_episode=on_episode)
+            result = run_train(spec, scenario, run, resume=resume, overwrite=overwrite,
+                               on_episode=on_episode)
     if result.stopped:
         typer.echo(f"error: {result.stopped}; the last good checkpoint is kept in {run}", err=True)
         raise typer.Exit(1)

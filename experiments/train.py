@@ -124,6 +124,10 @@ def training_seed(spec: TrainSpec, episode: int) -> int:
     return 100_000 * (spec.seed + 1) + episode
 
 
+class RunExistsError(ValueError):
+    """Training into a run directory that already holds a run, without resume or overwrite."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """How a training run ended."""
@@ -283,10 +287,20 @@ def train(
     run: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     on_episode: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``spec`` on ``scenario`` into ``run``; resume from its last checkpoint if asked."""
+    """Train ``spec`` on ``scenario`` into ``run``; resume from its last checkpoint if asked.
+
+    A run directory that already holds a training run is only reused with
+    ``resume`` (continue it) or ``overwrite`` (start again).
+    """
     torch.set_num_threads(1)  # small networks: threads cost more than they give
+    if not resume and not overwrite and (run / "checkpoints" / "last.pt").exists():
+        raise RunExistsError(
+            f"{run} already holds a training run: use --resume to continue it "
+            "or --overwrite to start again"
+        )
     results.ensure_writable(run)
     trainer = Trainer(spec, scenario, run)
     try:

@@ -174,6 +174,19 @@ def test_a_policy_for_another_network_is_refused(
     assert "was trained on network" in result.stderr
 
 
+def test_an_existing_run_is_neither_overwritten_nor_mixed(tiny: Scenario, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--net", str(tiny.net_file), "--routes", str(tiny.route_files[0]),
+            "--end", "300", "--episodes", "1", "--hidden", "8", "--out", str(run)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "already holds a training run" in result.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
 def test_bad_training_options_are_one_line_errors(tiny: Scenario) -> None:
     args = ["--net", str(tiny.net_file), "--routes", str(tiny.route_files[0])]
     for option, value, word in (("--optimizer", "adagrad", "optimizer"),
