@@ -27,6 +27,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: venv
 	$(VENV)/bin/greenphase bench --network cologne8

@@ -59,6 +59,7 @@ class SignalNetwork(nn.Module):
         self.shared = shared
         self.kind = kind
         outputs = self.max_phases + (1 if kind == "actor-critic" else 0)
+        self.outputs = outputs
         count = 1 if shared else len(self.obs_dims)
         self.bodies = nn.ModuleList(mlp(self.obs_size, hidden, outputs) for _ in range(count))
         mask = torch.zeros(len(self.num_phases), self.max_phases, dtype=torch.bool)
@@ -76,12 +77,13 @@ class SignalNetwork(nn.Module):
         if self.shared:
             out = self.bodies[0](obs)
         else:
-            out = obs.new_empty(obs.shape[0], self.bodies[0][-1].out_features)
+            out = obs.new_empty(obs.shape[0], self.outputs)
             for i, body in enumerate(self.bodies):
                 rows = agent == i
                 if rows.any():
                     out[rows] = body(obs[rows])
-        scores = out[:, : self.max_phases].masked_fill(~self.valid[agent], MASKED)
+        valid: torch.Tensor = self.valid  # type: ignore[assignment]  # a registered buffer
+        scores = out[:, : self.max_phases].masked_fill(~valid[agent], MASKED)
         value = out[:, -1] if self.kind == "actor-critic" else out.new_zeros(out.shape[0])
         return scores, value
 

@@ -51,9 +51,10 @@ class BadInput(ValueError):
 @contextlib.contextmanager
 def user_errors(*more: type[Exception]) -> Iterator[None]:
     """Turn bad input into one line on stderr and exit status 2, never a traceback."""
+    caught: tuple[type[BaseException], ...] = (BadInput, *USER_ERRORS, *more)
     try:
         yield
-    except (BadInput, *USER_ERRORS, *more) as err:
+    except caught as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
@@ -313,8 +314,8 @@ def networks_list(json_out: JsonOpt = False) -> None:
     for col in ("name", "signals", "controlled lanes", "vehicles", "horizon s", "description"):
         table.add_column(col, justify="left" if col in ("name", "description") else "right")
     for r in rows:
-        table.add_row(r["name"], str(r["signals"]), str(r["controlled_lanes"]),
-                      str(r["vehicles"]), f"{r['begin_s']}-{r['end_s']}", r["description"])
+        table.add_row(str(r["name"]), str(r["signals"]), str(r["controlled_lanes"]),
+                      str(r["vehicles"]), f"{r['begin_s']}-{r['end_s']}", str(r["description"]))
     out_console.print(table)
 
 

@@ -155,8 +155,9 @@ class Trainer:
         )
         self.agents = list(self.env.possible_agents)
         self.agent_index = torch.arange(len(self.agents))
-        obs_dims = [self.env.observation_space(a).shape[0] for a in self.agents]
-        num_phases = [int(self.env.action_space(a).n) for a in self.agents]
+        obs_dims = [int(np.prod(self.env.observation_space(a).shape or (0,)))
+                    for a in self.agents]
+        num_phases = [v.layout.num_phases for v in self.env.sim.views]
         kind = "q" if spec.algo == "dqn" else "actor-critic"
         # ---- seeding: everything random in training derives from spec.seed
         random.seed(spec.seed)

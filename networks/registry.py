@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def route_edges(path: Path) -> set[str]:
 
 def from_files(
     net_file: str | Path,
-    route_files: str | Path | list[str | Path] | tuple[str | Path, ...],
+    route_files: str | Path | Sequence[str | Path],
     begin: int | None = None,
     end: int | None = None,
 ) -> Scenario:

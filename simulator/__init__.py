@@ -37,7 +37,11 @@ def _register() -> None:
     for name in names():
         env_id = f"greenphase/{name}-v0"
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point=TrafficSignalEnv, kwargs={"network": name})
+            gym.register(
+                env_id,
+                entry_point=TrafficSignalEnv,  # type: ignore[arg-type]  # keyword-only options
+                kwargs={"network": name},
+            )
 
 
 _register()

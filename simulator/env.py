@@ -86,7 +86,7 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
         self._slices = np.cumsum([0] + [b.shape[0] for b in boxes])
         self.observation_space = joint_space(boxes)
         self.action_space: spaces.Space[Any] = (
-            phases[0] if len(phases) == 1 else spaces.MultiDiscrete([p.n for p in phases])
+            phases[0] if len(phases) == 1 else spaces.MultiDiscrete([int(p.n) for p in phases])
         )
         self.result: EpisodeResult | None = None
 

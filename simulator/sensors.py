@@ -56,7 +56,7 @@ class Readings:
     first_wait: np.ndarray
     """Waiting time in seconds of the vehicle nearest the stop line (0 when empty)."""
 
-    def with_values(self, **arrays: np.ndarray) -> Readings:
+    def with_values(self, **arrays: Any) -> Readings:
         """A copy with some arrays replaced (for sensor models)."""
         return replace(self, **arrays)
 

@@ -1,0 +1,434 @@
+"""An optimizer study: DQN trained with eight optimisation settings over seeds, side by side.
+
+The settings are the optimizers ``sgd``, ``momentum``, ``nesterov`` and ``adam``, each with a
+``constant`` and a ``cosine`` learning-rate schedule (:data:`SETTINGS`). Every other training
+setting is :class:`~experiments.train.TrainSpec`'s default (or a ``base`` spec's), except that
+every episode ends with a greedy evaluation on :attr:`TrainSpec.eval_seed` (``eval_every=1``).
+Each setting is trained with learner seeds ``0..seeds-1``, one run directory per setting and
+seed, on a pool of worker processes (libsumo runs one simulation per process).
+
+The target is max-pressure's mean delay on the same evaluation seed: the study reports how
+many episodes each setting needs to reach it, its final and best evaluation delays, and its
+training wall time.
+
+Learning rates. Adam uses its usual ``1e-3``. The SGD family shares one learning rate, so
+that ``sgd``, ``momentum`` and ``nesterov`` differ by momentum only; it was chosen by a quick
+measurement on ``cologne1`` (DQN, learner seed 0, 15 episodes, constant schedule, evaluation
+after every episode; max-pressure's delay on the evaluation seed is 38.1 s):
+
+=========  =====  ========  ==========  ============  ======================
+optimizer  lr     best (s)  final (s)   last 5 mean   first episode <= 38.1 s
+=========  =====  ========  ==========  ============  ======================
+sgd        1e-3   51.7      51.7        319.0         never
+sgd        1e-2   22.3      24.2        24.4          7
+sgd        3e-2   21.1      24.6        23.5          6
+momentum   1e-3   MOM1
+momentum   1e-2   MOM2
+momentum   3e-2   MOM3
+=========  =====  ========  ==========  ============  ======================
+
+CHOICE
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from agents.optim import ConfigError
+from experiments import results
+from experiments.stats import mean_ci95
+from experiments.train import TrainSpec
+from networks import Scenario
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+"""The optimizers compared, in table order."""
+SCHEDULES = ("constant", "cosine")
+"""The learning-rate schedules compared."""
+SGD_LR = 1e-2
+"""Learning rate of ``sgd``, ``momentum`` and ``nesterov`` (measured: see the module doc)."""
+LEARNING_RATES = {"sgd": SGD_LR, "momentum": SGD_LR, "nesterov": SGD_LR, "adam": 1e-3}
+"""Learning rate per optimizer."""
+REFERENCE = "max-pressure"
+"""The controller whose evaluation delay the settings race to reach."""
+
+STUDY_COLUMNS = ["setting", "optimizer", "schedule", "lr", "seed", "episode", "eval_delay_s",
+                 "wall_s"]
+SUMMARY_COLUMNS = [
+    "setting", "optimizer", "schedule", "lr", "seeds", "final_delay_s", "final_ci95_s",
+    "best_delay_s", "best_ci95_s", "reached", "episodes_to_reference", "reach", "wall_s",
+    "error",
+]
+COLOURS = {"sgd": "#1565c0", "momentum": "#ef6c00", "nesterov": "#2e7d32", "adam": "#c62828"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One optimisation setting of the study."""
+
+    optimizer: str
+    schedule: str
+    lr: float
+
+    @property
+    def name(self) -> str:
+        """``<optimizer>-<schedule>``, e.g. ``nesterov-cosine``."""
+        return f"{self.optimizer}-{self.schedule}"
+
+
+SETTINGS = tuple(Setting(o, s, LEARNING_RATES[o]) for o in OPTIMIZERS for s in SCHEDULES)
+"""The eight settings: every optimizer with every schedule."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One training run of the study, as its worker reported it."""
+
+    setting: Setting
+    seed: int
+    episodes: list[dict[str, float]]
+    """``episode``, ``eval_delay_s`` and ``wall_s`` (cumulative) of each finished episode."""
+    wall_s: float
+    error: str = ""
+    """Why the run failed or stopped early (divergence), or empty."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether every episode ran."""
+        return not self.error
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A finished study (everything it wrote to its folder)."""
+
+    network: str
+    folder: Path
+    reference_delay_s: float
+    """Max-pressure's mean delay on the evaluation seed (NaN if that run failed)."""
+    runs: pd.DataFrame
+    """``study.csv``: one row per setting, seed and episode."""
+    summary: pd.DataFrame
+    """``summary.csv``: one row per setting."""
+    reference_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """``{network, reference_delay_s, settings: [summary rows]}``; NaN becomes ``null``."""
+        doc: dict[str, Any] = {
+            "network": self.network,
+            "reference": REFERENCE,
+            "reference_delay_s": _plain(self.reference_delay_s),
+            "settings": [{k: _plain(v) for k, v in row.items()}
+                         for row in self.summary.to_dict("records")],
+            "folder": str(self.folder),
+        }
+        if self.reference_error:
+            doc["reference_error"] = self.reference_error
+        return doc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    return value
+
+
+def run_spec(base: TrainSpec, setting: Setting, seed: int, episodes: int) -> TrainSpec:
+    """The training spec of one run: ``base`` as DQN with the setting's optimisation."""
+    optim = dataclasses.replace(base.optim, optimizer=setting.optimizer,
+                                schedule=setting.schedule, lr=setting.lr)
+    return dataclasses.replace(base, algo="dqn", episodes=episodes, seed=seed, eval_every=1,
+                               optim=optim)
+
+
+# ------------------------------------------------------------------ workers (top level: spawn)
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _train_worker(spec: dict[str, Any], scenario: Scenario, run: str) -> dict[str, Any]:
+    """Train one run in a worker process; failures come back as text, never as exceptions."""
+    from experiments.train import train
+
+    started = time.perf_counter()
+    curves = Path(run) / "curves.csv"
+    curves.unlink(missing_ok=True)  # never report a previous study's episodes
+    try:
+        error = train(TrainSpec.from_dict(spec), scenario, Path(run)).stopped
+    except Exception as err:  # a failed run is recorded, the study goes on
+        error = _one_line(err)
+    episodes: list[dict[str, float]] = []
+    if curves.is_file():
+        try:
+            data = pd.read_csv(curves)
+            rows = data[data["kind"] == "episode"]
+            episodes = rows[["episode", "eval_delay_s", "wall_s"]].to_dict("records")
+        except Exception as err:
+            error = error or f"cannot read {curves}: {_one_line(err)}"
+    return {"episodes": episodes, "wall_s": time.perf_counter() - started, "error": error}
+
+
+def _reference_worker(scenario: Scenario, spec: dict[str, Any]) -> float:
+    """Max-pressure's mean delay on the evaluation seed, with the training's signal timing."""
+    from experiments.runner import run_episode
+
+    s = TrainSpec.from_dict(spec)
+    result = run_episode(scenario, REFERENCE, s.eval_seed, decision_interval=s.decision_interval,
+                         min_green=s.min_green, max_green=s.max_green)
+    return float(result.kpis["mean_delay_s"])
+
+
+# ------------------------------------------------------------------ the study
+def study(
+    scenario: Scenario,
+    folder: Path,
+    *,
+    seeds: int = 3,
+    episodes: int = 25,
+    workers: int = 2,
+    base: TrainSpec | None = None,
+    settings: Sequence[Setting] = SETTINGS,
+    on_run: Callable[[RunOutcome], None] | None = None,
+) -> StudyResult:
+    """Train every setting with learner seeds ``0..seeds-1`` into ``folder`` and summarise.
+
+    Args:
+        scenario: The network and demand to train and evaluate on.
+        folder: The study folder; runs go to ``runs/<setting>-seed<k>/`` inside it.
+        seeds: Learner seeds per setting.
+        episodes: Training episodes per run.
+        workers: Worker processes (each runs one simulation at a time).
+        base: Training settings other than the optimisation ones (default
+            :class:`TrainSpec`'s); its algorithm, episodes, seed and ``eval_every`` are
+            replaced.
+        settings: The optimisation settings to compare.
+        on_run: Called in this process as each run finishes.
+
+    Returns:
+        The runs and summary, also written to ``study.csv``, ``summary.csv``,
+        ``plots/learning_curves.png``, ``spec.toml`` and ``log.txt``.
+
+    Raises:
+        ConfigError: A count is below 1, or a setting is invalid.
+        experiments.results.OutputError: ``folder`` cannot be written.
+    """
+    for name, value in (("seeds", seeds), ("episodes", episodes), ("workers", workers)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not settings:
+        raise ConfigError("no settings to study")
+    base = base or TrainSpec()
+    specs = {(s.name, k): run_spec(base, s, k, episodes) for s in settings for k in range(seeds)}
+    results.ensure_writable(folder)
+    started = time.perf_counter()
+    outcomes, reference, reference_error = _execute(
+        scenario, folder, settings, specs, workers, on_run)
+    wall = time.perf_counter() - started
+
+    runs = study_frame(outcomes)
+    summary = summarise(outcomes, settings, seeds, reference)
+    results.atomic_write(folder / "study.csv", lambda tmp: runs.to_csv(tmp, index=False))
+    results.atomic_write(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    plot_learning_curves(runs, settings, reference, folder / "plots" / "learning_curves.png",
+                         title=f"{scenario.name}: DQN evaluation delay, mean over {seeds} seed(s)")
+    spec_doc = {
+        "command": "study", "network": scenario.name, "net_file": str(scenario.net_file),
+        "route_files": [str(r) for r in scenario.route_files], "begin": scenario.begin,
+        "end": scenario.end, "seeds": seeds, "episodes": episodes, "workers": workers,
+        "reference": REFERENCE, "reference_delay_s": reference,
+        "settings": [s.name for s in settings],
+        "learning_rates": {s.name: s.lr for s in settings},
+        "train": {k: v for k, v in run_spec(base, settings[0], 0, episodes).to_dict().items()
+                  if not isinstance(v, dict) and k != "seed"},
+        "dqn": dataclasses.asdict(base.dqn),
+    }
+    results.write_text(folder / "spec.toml", results.to_toml(spec_doc))
+    failed = sum(1 for o in outcomes if not o.finished)
+    log = (f"greenphase study: {len(outcomes)} runs ({failed} failed or stopped) in {wall:.1f} s "
+           f"on {workers} worker(s); {REFERENCE} delay {reference:.2f} s\n")
+    if reference_error:
+        log += f"{REFERENCE} reference failed: {reference_error}\n"
+    for o in outcomes:
+        if o.error:
+            log += f"{o.setting.name} seed {o.seed}: {o.error}\n"
+    results.write_text(folder / "log.txt", log)
+    return StudyResult(scenario.name, folder, reference, runs, summary, reference_error)
+
+
+def _execute(
+    scenario: Scenario,
+    folder: Path,
+    settings: Sequence[Setting],
+    specs: dict[tuple[str, int], TrainSpec],
+    workers: int,
+    on_run: Callable[[RunOutcome], None] | None,
+) -> tuple[list[RunOutcome], float, str]:
+    """Run the reference and every training run on a pool of spawned processes.
+
+    A worker process that dies breaks the pool and every task still in it: those tasks are
+    retried once on a fresh pool, and recorded as failed if they break it again.
+    """
+    by_name = {s.name: s for s in settings}
+    reference_spec = next(iter(specs.values())).to_dict()
+    pending: list[tuple[str, int] | None] = [None, *specs]  # None: the reference run
+    attempts: dict[tuple[str, int] | None, int] = dict.fromkeys(pending, 0)
+    done: dict[tuple[str, int], RunOutcome] = {}
+    reference, reference_error = math.nan, ""
+    context = multiprocessing.get_context("spawn")
+    while pending:
+        broken: list[tuple[str, int] | None] = []
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        try:
+            futures: dict[cf.Future[Any], tuple[str, int] | None] = {}
+            for key in pending:
+                if key is None:
+                    future = pool.submit(_reference_worker, scenario, reference_spec)
+                else:
+                    run = folder / "runs" / f"{key[0]}-seed{key[1]}"
+                    future = pool.submit(_train_worker, specs[key].to_dict(), scenario, str(run))
+                futures[future] = key
+            for future in cf.as_completed(futures):
+                key = futures[future]
+                error = ""
+                try:
+                    value = future.result()
+                except BrokenProcessPool as err:
+                    attempts[key] += 1
+                    if attempts[key] < 2:
+                        broken.append(key)
+                        continue
+                    error = f"worker process died: {_one_line(err)}"
+                except Exception as err:
+                    error = _one_line(err)
+                if key is None:
+                    reference, reference_error = (math.nan, error) if error else (value, "")
+                    continue
+                out = {"episodes": [], "wall_s": math.nan, "error": error} if error else value
+                outcome = RunOutcome(by_name[key[0]], key[1], out["episodes"], out["wall_s"],
+                                     out["error"])
+                done[key] = outcome
+                if on_run is not None:
+                    on_run(outcome)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        pending = broken
+    return [done[key] for key in specs], reference, reference_error
+
+
+# ------------------------------------------------------------------ tables and plots
+def study_frame(outcomes: Sequence[RunOutcome]) -> pd.DataFrame:
+    """``study.csv``: one row per setting, seed and finished episode."""
+    rows = [
+        {"setting": o.setting.name, "optimizer": o.setting.optimizer,
+         "schedule": o.setting.schedule, "lr": o.setting.lr, "seed": o.seed,
+         "episode": int(e["episode"]), "eval_delay_s": float(e["eval_delay_s"]),
+         "wall_s": float(e["wall_s"])}
+        for o in outcomes for e in o.episodes
+    ]
+    return pd.DataFrame(rows, columns=STUDY_COLUMNS)
+
+
+def episodes_to_reach(delays: Sequence[float], reference: float) -> int | None:
+    """Episodes trained (index + 1) until the evaluation delay is first ``<= reference``."""
+    for i, delay in enumerate(delays):
+        if delay <= reference:  # NaN never counts
+            return i + 1
+    return None
+
+
+def reach_label(reached: int, seeds: int, mean_episodes: float) -> str:
+    """E.g. ``"3/3 seeds, 7.0"``, ``"1/3 seeds, 12.0"`` or ``"never"``."""
+    if reached == 0:
+        return "never"
+    return f"{reached}/{seeds} seeds, {mean_episodes:.1f}"
+
+
+def summarise(
+    outcomes: Sequence[RunOutcome], settings: Sequence[Setting], seeds: int, reference: float
+) -> pd.DataFrame:
+    """``summary.csv``: one row per setting.
+
+    ``final_delay_s``: the last episode's evaluation delay, mean and 95% CI over the runs that
+    finished (``seeds``); ``best_delay_s``: each run's lowest evaluation delay, mean and CI over
+    runs with any episode; ``reached``: runs whose evaluation delay got to ``reference``, and
+    ``episodes_to_reference`` the mean episodes they needed (runs that never got there are not
+    averaged in: ``reach`` says how many did); ``wall_s``: mean training time of a run;
+    ``error``: what went wrong in failed or stopped runs.
+    """
+    rows = []
+    for setting in settings:
+        mine = [o for o in outcomes if o.setting == setting]
+        finished = [o for o in mine if o.finished and o.episodes]
+        curves = [[float(e["eval_delay_s"]) for e in o.episodes] for o in mine if o.episodes]
+        finals = [o.episodes[-1]["eval_delay_s"] for o in finished]
+        finals = [float(v) for v in finals if not math.isnan(float(v))]
+        bests = [min((d for d in c if not math.isnan(d)), default=math.nan) for c in curves]
+        bests = [b for b in bests if not math.isnan(b)]
+        reach = [n for n in (episodes_to_reach(c, reference) for c in curves) if n is not None]
+        final, final_ci = mean_ci95(finals) if finals else (math.nan, math.nan)
+        best, best_ci = mean_ci95(bests) if bests else (math.nan, math.nan)
+        to_ref = sum(reach) / len(reach) if reach else math.nan
+        walls = [o.episodes[-1]["wall_s"] for o in finished]
+        rows.append({
+            "setting": setting.name, "optimizer": setting.optimizer,
+            "schedule": setting.schedule, "lr": setting.lr, "seeds": len(finished),
+            "final_delay_s": final, "final_ci95_s": final_ci,
+            "best_delay_s": best, "best_ci95_s": best_ci,
+            "reached": len(reach), "episodes_to_reference": to_ref,
+            "reach": reach_label(len(reach), seeds, to_ref),
+            "wall_s": sum(walls) / len(walls) if walls else math.nan,
+            "error": "; ".join(f"seed {o.seed}: {o.error}" for o in mine if o.error),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def plot_learning_curves(
+    runs: pd.DataFrame, settings: Sequence[Setting], reference: float, path: Path, *, title: str
+) -> Path:
+    """Mean evaluation delay per setting against episodes, with the reference as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
+    for setting in settings:
+        mine = runs[runs["setting"] == setting.name]
+        if mine.empty:
+            continue
+        mean = mine.groupby("episode")["eval_delay_s"].mean()
+        ax.plot(mean.index + 1, mean.to_numpy(), label=f"{setting.name} (lr {setting.lr:g})",
+                color=COLOURS.get(setting.optimizer, "#616161"),
+                linestyle="-" if setting.schedule == "constant" else "--")
+    if not math.isnan(reference):
+        ax.axhline(reference, color="black", linewidth=1.0, linestyle=":",
+                   label=f"{REFERENCE} ({reference:.1f} s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("evaluation mean delay (s, log scale)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def to_json_text(result: StudyResult) -> str:
+    """The study as one JSON document (strict JSON: no NaN)."""
+    return json.dumps(result.to_json(), allow_nan=False)
