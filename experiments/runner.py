@@ -41,11 +41,14 @@ def run_episode(
     min_green: float = 5.0,
     max_green: float = 50.0,
     on_step: Callable[[float], None] | None = None,
+    observer: Callable[[TrafficSimulation], None] | None = None,
     **sim_options: Any,
 ) -> RunResult:
     """Run one controller over the scenario's horizon with SUMO seed ``seed``.
 
-    ``on_step`` is called with the simulated time after each decision step.
+    ``on_step`` is called with the simulated time after each decision step;
+    ``observer`` with the running simulation once it has started and after each
+    decision step (it may read SUMO, e.g. take GUI screenshots, but not change it).
     """
     ctrl = make_controller(controller) if isinstance(controller, str) else controller
     started = time.perf_counter()
@@ -59,14 +62,7 @@ def run_episode(
         **sim_options,
     )
     try:
-        readings = sim.start(seed)
-        ctrl.reset(sim.views, seed)
-        while not sim.done:
-            phases = None if ctrl.program else ctrl.act(sim.views, readings, sim.decision_interval)
-            readings = sim.step(phases)
-            if on_step is not None:
-                on_step(sim.time)
-        result = sim.finish()
+        result = sim.run(ctrl, seed, on_step, observer)
     finally:
         sim.close()
     return RunResult(

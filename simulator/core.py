@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +72,11 @@ class TrafficSimulation:
         gui: run sumo-gui (needs ``backend="traci"``).
         time_to_teleport: SUMO's teleport threshold; -1 keeps gridlock as delay.
         sumo_args: extra SUMO command-line arguments.
+        isolate: run each episode's libsumo in a fresh child process (the default
+            for libsumo). In one process, libsumo's second and later simulations
+            can differ from a fresh one with the same seed (measured: max-pressure
+            on cologne1, seed 1, gave 38.99 s or 38.66 s mean delay depending on
+            the process), so only a fresh process makes a seed's result its own.
     """
 
     def __init__(
@@ -90,8 +95,18 @@ class TrafficSimulation:
         gui: bool = False,
         time_to_teleport: float = -1,
         sumo_args: Sequence[str] = (),
+        isolate: bool | None = None,
     ) -> None:
         self.scenario = resolve(network)
+        self.isolate = backend == "libsumo" if isolate is None else bool(isolate)
+        # what a child process needs to build the same simulation
+        self._options: dict[str, Any] = dict(
+            decision_interval=decision_interval, min_green=min_green, max_green=max_green,
+            program=program, sensor_model=sensor_model, detector_length=detector_length,
+            first_wait=first_wait, exit_detectors=exit_detectors, backend=backend, gui=gui,
+            time_to_teleport=time_to_teleport, sumo_args=tuple(sumo_args), isolate=False,
+        )
+        self._child: Any = None  # a ChildSimulation while an isolated episode runs
         if decision_interval <= 0:
             raise ValueError(f"decision_interval must be > 0, got {decision_interval}")
         if program is not None and program not in PROGRAMS:
@@ -203,6 +218,18 @@ class TrafficSimulation:
         """Start an episode with SUMO's random seed ``seed``; return the first reading."""
         self.close_sumo()
         self.seed = int(seed)
+        self.time = float(self.scenario.begin)
+        self.queue_history = []
+        if self.isolate:
+            from simulator.isolation import ChildSimulation
+
+            # the child reports raw readings; this process's sensor model turns them
+            # into what the controller sees, so the model's state stays here
+            self._child = ChildSimulation(self.scenario, {**self._options, "sensor_model": None})
+            # under a SUMO program actions are ignored, so the child may run ahead
+            self._child.send("stream" if self.program is not None else "start", self.seed)
+            self.sensor_model.reset(self.detectors, self.seed)
+            return self._mirror(self._child.receive())
         self._conn = start(self.sumo_command(self.seed), self.backend, gui=self.gui)
         self._reader.subscribe(self._conn, direct=self.backend == "libsumo")
         self.time = float(self.scenario.begin)
@@ -224,6 +251,15 @@ class TrafficSimulation:
         return self._read()
 
     @property
+    def connection(self) -> Any:
+        """The running SUMO (libsumo module or TraCI connection), or None between episodes.
+
+        For observers outside the control loop, such as GUI screenshots; controllers never
+        see it, and whoever uses it must not change the simulation.
+        """
+        return self._conn
+
+    @property
     def done(self) -> bool:
         """Whether the horizon has been reached."""
         return self.time >= self.scenario.end
@@ -233,10 +269,14 @@ class TrafficSimulation:
 
         Under a SUMO program (``program`` set) ``phases`` is ignored and may be None.
         """
-        if self._conn is None:
+        if self._conn is None and self._child is None:
             raise RuntimeError("the simulation is not running: call start() first")
         if self.done:
             raise RuntimeError("the episode has ended: call start() for a new one")
+        if self._child is not None:
+            if self.program is not None:
+                return self._mirror(self._child.receive())
+            return self._mirror(self._child.call("step", np.asarray(phases, dtype=np.int64)))
         now = self.time
         if self.program is None:
             if phases is None or len(phases) != len(self._intersections):
@@ -274,6 +314,23 @@ class TrafficSimulation:
             if green != inter.green:
                 inter.green, inter.green_since = green, self.time
 
+    def _state(self, readings: Readings) -> tuple[Readings, float, float, list[tuple[int, float]]]:
+        """What a parent process needs to mirror this simulation after a step."""
+        greens = [(inter.green, inter.green_since) for inter in self._intersections]
+        return readings, self.time, self.queue_history[-1], greens
+
+    def _mirror(self, state: tuple[Readings, float, float, list[tuple[int, float]]]) -> Readings:
+        """Take on a child simulation's state after a step."""
+        readings, self.time, queue, greens = state
+        self.queue_history.append(queue)
+        for inter, (green, since) in zip(self._intersections, greens):
+            inter.green, inter.green_since = green, since
+        for view, inter in zip(self.views, self._intersections):
+            view.green = inter.green
+            view.time_in_phase = inter.time_in_phase(self.time)
+        self.readings = self.sensor_model.observe(readings)
+        return self.readings
+
     def _read(self) -> Readings:
         raw = self._reader.read(self._conn, self.time)
         self.queue_history.append(float(raw.queue[: self._n_entry].sum()))
@@ -284,8 +341,56 @@ class TrafficSimulation:
         self.readings = readings
         return readings
 
+    def run(
+        self,
+        controller: Any,
+        seed: int,
+        on_step: Callable[[float], None] | None = None,
+        observer: Callable[[TrafficSimulation], None] | None = None,
+    ) -> EpisodeResult:
+        """A whole episode under ``controller`` (an :class:`agents.Controller`).
+
+        Isolated, the episode runs in the child process, controller included,
+        so a step costs no exchange between processes. ``on_step`` gets the
+        simulated time after each decision step; ``observer`` (in-process
+        simulations only, e.g. the GUI) gets the running simulation once it has
+        started and after each step, to read SUMO but not to change it.
+        """
+        if self.isolate and observer is not None:
+            raise ValueError("an observer needs the simulation in this process (isolate=False)")
+        if self.isolate:
+            from simulator.isolation import ChildSimulation
+
+            self.close_sumo()
+            child = ChildSimulation(self.scenario, self._options)
+            try:
+                child.send("run", (controller, int(seed)))
+                result: EpisodeResult = child.receive(on_step)
+            finally:
+                child.stop()
+            return result
+        readings = self.start(seed)
+        controller.reset(self.views, seed)
+        if observer is not None:
+            observer(self)
+        while not self.done:
+            phases = None
+            if controller.program is None:
+                phases = controller.act(self.views, readings, self.decision_interval)
+            readings = self.step(phases)
+            if on_step is not None:
+                on_step(self.time)
+            if observer is not None:
+                observer(self)
+        return self.finish()
+
     def finish(self) -> EpisodeResult:
         """Close SUMO (which writes the tripinfo output) and measure the episode."""
+        if self._child is not None:
+            child, self._child = self._child, None
+            result: EpisodeResult = child.call("finish")
+            child.stop()
+            return result
         self.close_sumo()
         trips = metrics.read_tripinfo(self._workdir / "tripinfo.xml")
         kpis = metrics.kpis(trips, self.scenario.horizon_s, self.queue_history)
@@ -293,6 +398,9 @@ class TrafficSimulation:
 
     def close_sumo(self) -> None:
         """Stop the running SUMO, if any."""
+        if self._child is not None:
+            child, self._child = self._child, None
+            child.stop()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()

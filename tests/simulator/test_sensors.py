@@ -35,6 +35,8 @@ def make_sim() -> Iterator[Callable[..., TrafficSimulation]]:
     made: list[TrafficSimulation] = []
 
     def build(*args: Any, **kwargs: Any) -> TrafficSimulation:
+        # in this process, so that tests can ask SUMO itself what the detectors should see
+        kwargs.setdefault("isolate", False)
         sim = TrafficSimulation(*args, **kwargs)
         made.append(sim)
         return sim
