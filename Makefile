@@ -12,7 +12,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+# the GUI tests (replay screenshots) run sumo-gui on a virtual display: Debian's Xvfb
+$(VENV)/.apt: $(VENV)/.installed
+	@if ! command -v Xvfb >/dev/null; then \
+	    if command -v apt-get >/dev/null; then \
+	        $$([ "$$(id -u)" = 0 ] || echo sudo) sh -c 'apt-get update -qq && \
+	            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb'; \
+	    else echo "warning: no Xvfb and no apt-get: the GUI tests will be skipped" >&2; fi; \
+	fi
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.apt
 
 # the main job: train a small DQN policy on cologne1 (about 90 s on 2 cores), then compare it
 # with every classic controller over 3 held-out seeds

@@ -301,6 +301,53 @@ def evaluate(
                 out=out, json_out=json_out, decision_interval=policy.get("decision_interval", 5.0))
 
 
+# ------------------------------------------------------------------ study
+@app.command()
+def study(
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Learner seeds 0..N-1.")] = 3,
+    episodes: Annotated[int, typer.Option(help="Training episodes per run.")] = 25,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Study folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train DQN with sgd, momentum, nesterov and adam (constant, cosine) against max-pressure."""
+    from agents.optim import ConfigError
+    from experiments.study import SETTINGS, RunOutcome, summary_table, to_json_text
+    from experiments.study import study as run_study
+
+    with user_errors(ConfigError):
+        for option, value in (("--seeds", seeds), ("--episodes", episodes),
+                              ("--workers", workers)):
+            if value < 1:
+                raise BadInput(f"{option} must be at least 1, got {value}")
+        scenario = scenario_from(network, net, routes, begin, end)
+        folder = out or Path("runs") / f"study-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        with _progress() as bar:
+            task = bar.add_task(f"study {scenario.name}", total=len(SETTINGS) * seeds)
+
+            def on_run(run: RunOutcome) -> None:
+                bar.update(task, advance=1,
+                           description=f"study {scenario.name}: {run.setting.name} seed {run.seed}")
+
+            result = run_study(scenario, folder, seeds=seeds, episodes=episodes, workers=workers,
+                               on_run=on_run)
+    if json_out:
+        typer.echo(to_json_text(result))
+    else:
+        title = (f"{scenario.name}: DQN, {episodes} episodes, seeds 0-{seeds - 1}; "
+                 f"max-pressure {result.reference_delay_s:.1f} s")
+        out_console.print(summary_table(result, title))
+        out_console.print(f"results: {folder}")
+    if result.summary["seeds"].sum() == 0:
+        typer.echo(f"error: every run failed; see {folder / 'log.txt'}", err=True)
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------ networks
 @networks_app.command("list")
 def networks_list(json_out: JsonOpt = False) -> None:
@@ -356,6 +403,97 @@ def bench(
         typer.echo(json.dumps(result))
     else:
         out_console.print(format_table(result))
+
+
+# ------------------------------------------------------------------ replay
+@app.command()
+def replay(
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="A training run dir or a compare results folder; optional with "
+                            "--network/--net and --controller."),
+    ] = None,
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    controller: Annotated[
+        str | None,
+        typer.Option("--controller", "-c",
+                     help="Controller to watch: one of a compare folder's, or any by name."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="SUMO seed.")] = 0,
+    delay: Annotated[
+        int, typer.Option("--delay", help="Real milliseconds per simulated second in the GUI.")
+    ] = 50,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option("--screenshot", help="Save the view as PNG, headless, then exit "
+                                          "(several --at: FILE-<t>s.png)."),
+    ] = None,
+    at: Annotated[
+        list[float] | None,
+        typer.Option("--at", help="Simulated seconds from the scenario's begin for "
+                                  "--screenshot (repeatable; default: the end)."),
+    ] = None,
+) -> None:
+    """Watch a run in sumo-gui: same network, demand, seed and controller as measured."""
+    from experiments.display import DisplayError
+    from experiments.replay import GuiClosedError, ReplayError, plan
+    from experiments.replay import replay as run_replay
+
+    with user_errors(ReplayError, DisplayError):
+        scenario = (scenario_from(network, net, routes, begin, end)
+                    if network is not None or net is not None or routes else None)
+        target = plan(run, scenario=scenario, controller=controller, seed=seed,
+                      begin=begin, end=end)
+        sc = target.scenario
+        try:
+            with _progress() as bar:
+                task = bar.add_task(f"replay {target.controller} on {sc.name}",
+                                    total=sc.horizon_s)
+                result = run_replay(
+                    target, delay_ms=delay, screenshot=screenshot, at=at or (),
+                    on_step=lambda t: bar.update(task, completed=t - sc.begin),
+                )
+        except GuiClosedError as err:
+            typer.echo(f"{'error' if screenshot else 'stopped'}: {err}", err=True)
+            raise typer.Exit(1 if screenshot else 0) from None
+    for path in result.screenshots:
+        typer.echo(f"screenshot: {path}")
+    if screenshot is None:
+        k = result.kpis
+        typer.echo(f"{target.controller} on {sc.name}, seed {target.seed}, {sc.begin}-{sc.end} s: "
+                   f"mean delay {k['mean_delay_s']:.2f} s, travel time "
+                   f"{k['mean_travel_time_s']:.2f} s, {k['vehicles']:.0f} vehicles")
+        if target.measured is not None:
+            typer.echo(f"measured in {target.run}: mean delay "
+                       f"{target.measured['mean_delay_s']:.2f} s")
+
+
+@networks_app.command("show")
+def networks_show(
+    png: Annotated[Path, typer.Option("--png", help="The PNG file to write.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Registered network or grid-RxC (default cologne1).")
+    ] = None,
+    net: NetOpt = None,
+) -> None:
+    """Draw a network as a PNG: its roads, and its traffic lights marked and labelled."""
+    from networks.picture import draw
+
+    with user_errors():
+        if net is not None:
+            if name is not None:
+                raise BadInput("give either a network NAME or --net, not both")
+            title = None
+        else:
+            scenario = networks.get(name or DEFAULT_NETWORK)
+            net = scenario.net_file
+            title = f"{scenario.name}: {scenario.description}"
+        draw(net, png, title=title)
+    typer.echo(f"picture: {png}")
 
 
 def main() -> None:
