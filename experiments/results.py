@@ -17,14 +17,25 @@ class OutputError(ValueError):
 
 
 def ensure_writable(folder: Path) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it."""
+    """Check, before any work, that results can be written to ``folder``.
+
+    Folders that this check has to create are removed again, so that a run
+    that fails later leaves nothing behind; the writers create them for real.
+    """
+    made: list[Path] = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        for parent in reversed([folder, *folder.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
         raise OutputError(f"cannot write results to {folder}: {err.strerror or err}") from None
+    finally:
+        for path in reversed(made):
+            path.rmdir()
     return folder
 
 
