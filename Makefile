@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,edge,ray]'
 	touch $@
 
 # the GUI tests (replay screenshots) run sumo-gui on a virtual display: Debian's Xvfb

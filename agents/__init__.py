@@ -13,16 +13,40 @@ CLASSIC: dict[str, type[Controller]] = {
 
 
 def make_controller(name: str) -> Controller:
-    """Build a controller from its name; ``trained:RUN`` loads a trained run's policy."""
+    """Build a controller from its name; ``trained:RUN`` loads a trained run's policy.
+
+    ``module:Class`` builds a :class:`Controller` subclass of your own (no arguments) from
+    an importable module; it runs in the simulation's process, so it must be picklable.
+    """
     if name in CLASSIC:
         return CLASSIC[name]()
     if name.startswith("trained:"):
         from agents.trained import TrainedController
 
         return TrainedController(name.removeprefix("trained:"))
+    if name.startswith("exported:"):  # a policy file from `greenphase export`
+        from agents.exported import ExportedController
+
+        return ExportedController(name.removeprefix("exported:"))
+    module, _, attr = name.partition(":")
+    if attr and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
+        return _imported_controller(name, module, attr)
     raise UnknownControllerError(
-        f"unknown controller {name!r}; known: {', '.join(CLASSIC)}, trained:RUN"
+        f"unknown controller {name!r}; known: {', '.join(CLASSIC)}, trained:RUN, "
+        "exported:FILE, module:Class"
     )
+
+
+def _imported_controller(name: str, module: str, attr: str) -> Controller:
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise UnknownControllerError(f"controller {name!r}: cannot import it ({err})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Controller)):
+        raise UnknownControllerError(f"controller {name!r} is not a Controller class")
+    return cls()
 
 
 __all__ = [

@@ -78,7 +78,8 @@ class MaxPressure(Controller):
 
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """The phase of largest pressure at each intersection."""
-        pressure = self._incidence @ readings.count[: self._incidence.shape[1]]
+        # a missing reading (NaN: a faulty sensor) counts as no vehicle
+        pressure = self._incidence @ np.nan_to_num(readings.count[: self._incidence.shape[1]])
         choice = np.empty(len(views), dtype=np.int64)
         for k, v in enumerate(views):
             mine = pressure[self._offsets[k] : self._offsets[k + 1]]
@@ -126,6 +127,8 @@ class SOTL(Controller):
 
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """Keep or switch each green by the SOTL rule."""
+        # a missing reading (NaN: a faulty sensor) counts as no vehicle
+        readings = readings.with_values(count=np.nan_to_num(readings.count))
         choice = np.empty(len(views), dtype=np.int64)
         for k, v in enumerate(views):
             if v.green != self._green[k]:  # the switch happened: a new count begins

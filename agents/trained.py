@@ -2,7 +2,10 @@
 
 The controller rebuilds the observation function and the network it was
 trained with from the run's checkpoint, computes the same observations from
-the detector readings, and picks each signal's most valued phase.
+the detector readings, and picks each signal's most valued phase. A reading
+still missing (NaN from a faulty sensor, no cleaning) enters as 0; a policy
+trained with ``zero-flag`` cleaning also sees the missing flags, and one trained
+with normalisation gets ``(x - mean) / std`` of its ``obs_norm`` statistics.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from agents import checkpoint
 from agents.base import Controller
 from agents.errors import TrainedPolicyError
 from agents.models import SignalNetwork
+from agents.normalize import RunningNormalizer
+from simulator.cleaning import MissingFlags
 from simulator.observations import OBSERVATIONS, ObservationFunction
 from simulator.sensors import Readings
 from simulator.view import SignalView
@@ -56,6 +61,15 @@ def load_policy(run: Path) -> tuple[SignalNetwork, dict[str, Any]]:
     return net.eval(), policy
 
 
+def observation_of(policy: dict[str, Any], run: Path | str = "") -> ObservationFunction:
+    """The observation function a checkpoint's ``policy`` metadata was trained with."""
+    name = policy.get("observation", "queue")
+    if name not in OBSERVATIONS:
+        raise TrainedPolicyError(f"{run}: unknown observation {name!r}")
+    observation = OBSERVATIONS[name]()
+    return MissingFlags(observation) if policy.get("missing_flags") else observation
+
+
 class TrainedController(Controller):
     """Acts greedily with a trained network on the observations it was trained with."""
 
@@ -65,10 +79,15 @@ class TrainedController(Controller):
         self.run = Path(run)
         self.net, self.policy = load_policy(self.run)
         self.name = f"trained:{run}"  # type: ignore[misc]
-        observation = self.policy.get("observation", "queue")
-        if observation not in OBSERVATIONS:
-            raise TrainedPolicyError(f"{run}: unknown observation {observation!r}")
-        self.observation: ObservationFunction = OBSERVATIONS[observation]()
+        self.observation: ObservationFunction = observation_of(self.policy, self.run)
+        self.normalizer: RunningNormalizer | None = None
+        if self.policy.get("obs_norm") is not None:
+            try:
+                self.normalizer = RunningNormalizer.from_policy(self.policy["obs_norm"])
+            except ValueError as err:
+                raise TrainedPolicyError(f"{run}: {err}") from None
+            if self.normalizer.mean.numel() != self.net.obs_size:
+                raise TrainedPolicyError(f"{run}: obs_norm does not fit the network's input")
         self.needs_exits = self.observation.needs_exits  # type: ignore[misc]
         self._agents = torch.zeros(0, dtype=torch.long)
         self._sizes: list[int] = []
@@ -89,11 +108,13 @@ class TrainedController(Controller):
     @torch.no_grad()
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """The most valued phase at each intersection."""
-        flat = self.observation.observe_all(views, readings)
+        flat = np.nan_to_num(self.observation.observe_all(views, readings), nan=0.0)
         obs = torch.zeros(len(views), self.net.obs_size)
         start = 0
         for i, size in enumerate(self._sizes):
             obs[i, :size] = torch.from_numpy(flat[start : start + size])
             start += size
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
         scores, _ = self.net(obs, self._agents)
         return scores.argmax(dim=1).numpy()

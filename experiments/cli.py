@@ -23,6 +23,8 @@ from experiments.compare import spec_of, validate_controllers
 from experiments.compare import write as write_results
 from networks import DEFAULT_NETWORK, NetworkError, Scenario
 from simulator import ProgramError, SumoError
+from simulator.cleaning import CLEANINGS, CleaningError
+from simulator.faults import FaultConfig, FaultConfigError
 
 app = typer.Typer(
     help="greenphase: adaptive traffic signals on real road networks in SUMO, compared honestly.",
@@ -72,6 +74,23 @@ RoutesOpt = Annotated[
 BeginOpt = Annotated[int | None, typer.Option("--begin", help="Simulated start time in s.")]
 EndOpt = Annotated[int | None, typer.Option("--end", help="Simulated end time in s.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+FaultsOpt = Annotated[str, typer.Option(
+    "--faults", help="Sensor faults the controllers see, e.g. 'dropout=0.2,noise=0.1' (kinds: "
+                     "noise, dropout, stuck, stuck_steps, latency, failure, seed).")]
+CleaningOpt = Annotated[str, typer.Option(
+    "--cleaning", help="Fill in missing readings before the controllers: none, last or "
+                       "zero-flag.")]
+
+
+def sensor_options(faults: str, cleaning: str) -> tuple[FaultConfig, str]:
+    """The parsed ``--faults`` and a checked ``--cleaning``; bad values are :class:`BadInput`."""
+    try:
+        config = FaultConfig.parse(faults)
+    except FaultConfigError as err:
+        raise BadInput(f"--faults: {err}") from None
+    if cleaning not in CLEANINGS:
+        raise BadInput(f"--cleaning: unknown {cleaning!r}; choose from {', '.join(CLEANINGS)}")
+    return config, cleaning
 
 
 def scenario_from(
@@ -144,9 +163,14 @@ def compare(
     decision_interval: Annotated[
         float, typer.Option("--decision-interval", help="Seconds between decisions.")
     ] = 5.0,
+    faults: FaultsOpt = "",
+    cleaning: CleaningOpt = "none",
 ) -> None:
     """Run controllers on one network over seeds; print the table and write the results."""
-    with user_errors():
+    from simulator.cleaning import sensor_model
+
+    with user_errors(FaultConfigError, CleaningError):
+        fault_config, cleaning = sensor_options(faults, cleaning)
         if seeds < 1:
             raise BadInput(f"--seeds must be at least 1, got {seeds}")
         if decision_interval <= 0:
@@ -171,9 +195,12 @@ def compare(
                     bar.advance(task)
 
             comparison, finished = run_compare(
-                scenario, names, seed_list, on_step=on_step, decision_interval=decision_interval
+                scenario, names, seed_list, on_step=on_step, decision_interval=decision_interval,
+                sensor_model=sensor_model(fault_config, cleaning),
             )
-        options = {"decision_interval": decision_interval, "time_to_teleport": -1}
+        options: dict[str, Any] = {"decision_interval": decision_interval, "time_to_teleport": -1}
+        if fault_config.active or cleaning != "none":
+            options |= {"faults": str(fault_config), "cleaning": cleaning}
         log = f"greenphase compare: {len(finished)} runs in {time.perf_counter() - started:.1f} s\n"
         write_results(comparison, finished, folder, spec_of(scenario, names, seed_list, options),
                       log=log)
@@ -197,6 +224,27 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _federated(federated: bool, episodes: int | None, local_episodes: int | None,
+               rounds: int | None, proximal: float | None) -> dict[str, Any]:
+    """The ``episodes`` and ``federated`` settings of ``train`` from its options."""
+    from agents.federated import FederatedConfig
+
+    if not federated:
+        if local_episodes is not None or rounds is not None or proximal is not None:
+            raise BadInput("--local-episodes, --rounds and --proximal need --federated")
+        return {"episodes": 100 if episodes is None else episodes, "federated": None}
+    config = FederatedConfig(local_episodes=1 if local_episodes is None else local_episodes,
+                             proximal_mu=0.0 if proximal is None else proximal)
+    if rounds is None:
+        return {"episodes": 100 if episodes is None else episodes, "federated": config}
+    if rounds < 1:
+        raise BadInput(f"--rounds must be at least 1, got {rounds}")
+    if episodes is not None and episodes != rounds * config.local_episodes:
+        raise BadInput(f"--episodes {episodes} is not --rounds {rounds} x --local-episodes "
+                       f"{config.local_episodes}: give one or the other")
+    return {"episodes": rounds * config.local_episodes, "federated": config}
+
+
 @app.command()
 def train(
     network: NetworkOpt = None,
@@ -205,7 +253,9 @@ def train(
     begin: BeginOpt = None,
     end: EndOpt = None,
     algo: Annotated[str, typer.Option(help="dqn or ppo.")] = "dqn",
-    episodes: Annotated[int, typer.Option(help="Training episodes.")] = 100,
+    episodes: Annotated[
+        int | None, typer.Option(help="Training episodes (default 100; --federated: R x K).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Learner seed (held-out evaluation seeds differ).")] = 0,
     optimizer: Annotated[
         str, typer.Option(help="sgd, momentum, nesterov, adam, adamw or rmsprop.")
@@ -227,6 +277,25 @@ def train(
     observation: Annotated[str, typer.Option(help="queue or pressure.")] = "queue",
     reward: Annotated[str, typer.Option(help="delay, waiting-time, queue or pressure.")] = "delay",
     eval_every: Annotated[int, typer.Option(help="Episodes between evaluations.")] = 5,
+    faults: FaultsOpt = "",
+    cleaning: CleaningOpt = "none",
+    normalize: Annotated[
+        bool, typer.Option(help="Normalise observations by running mean and std (kept with "
+                                "the policy).")
+    ] = False,
+    federated: Annotated[
+        bool, typer.Option("--federated", help="Federated DQN: each intersection trains its own "
+                                               "copy, a server averages them (FedAvg).")
+    ] = False,
+    local_episodes: Annotated[
+        int | None, typer.Option(help="--federated: episodes between rounds, K (default 1).")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="--federated: rounds R (episodes = R x K).")
+    ] = None,
+    proximal: Annotated[
+        float | None, typer.Option(help="--federated: FedProx mu (default 0: plain FedAvg).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     overwrite: Annotated[
@@ -246,15 +315,18 @@ def train(
             stored = checkpoint.load(run / "checkpoints" / "last.pt")
             spec = TrainSpec.from_dict(stored["spec"])
         else:
+            fault_config, cleaning = sensor_options(faults, cleaning)
             optim = OptimConfig(
                 optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
                 batch_mode=batch_mode, batch_size=batch_size, weight_decay=weight_decay,
                 l1=l1, grad_clip=grad_clip if grad_clip > 0 else None,
             )
             spec = TrainSpec(
-                algo=algo, episodes=episodes, seed=seed, observation=observation,
+                algo=algo, seed=seed, observation=observation,
                 reward=reward, shared=not independent, hidden=_int_list(hidden, "--hidden"),
                 eval_every=eval_every, optim=optim,
+                faults=str(fault_config), cleaning=cleaning, normalize=normalize,
+                **_federated(federated, episodes, local_episodes, rounds, proximal),
             )
         with _progress() as bar:
             task = bar.add_task(f"train {scenario.name} {spec.algo}", total=spec.episodes)
@@ -287,6 +359,8 @@ def evaluate(
     ] = "",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder.")] = None,
     json_out: JsonOpt = False,
+    faults: FaultsOpt = "",
+    cleaning: CleaningOpt = "none",
 ) -> None:
     """Evaluate a trained run over held-out seeds against fixed timing (and others)."""
     from agents.trained import load_policy
@@ -298,7 +372,86 @@ def evaluate(
         others = [c for c in controllers.split(",") if c.strip()]
         compare(network=network, net=net, routes=routes, begin=begin, end=end,
                 controllers=",".join(["fixed", f"trained:{run}", *others]), seeds=seeds,
-                out=out, json_out=json_out, decision_interval=policy.get("decision_interval", 5.0))
+                out=out, json_out=json_out, decision_interval=policy.get("decision_interval", 5.0),
+                faults=faults, cleaning=cleaning)
+
+
+# ------------------------------------------------------------------ robustness
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"--rates takes comma-separated numbers, got {text!r}") from None
+    if not rates:
+        raise BadInput("--rates is empty")
+    for rate in rates:
+        if not 0 <= rate < 1:
+            raise BadInput(f"--rates: dropout must be in [0, 1), got {rate:g}")
+    return rates
+
+
+@app.command()
+def robustness(
+    run: Annotated[Path, typer.Option("--run", help="A training run directory (or checkpoint).")],
+    network: NetworkOpt = None,
+    net: NetOpt = None,
+    routes: RoutesOpt = None,
+    begin: BeginOpt = None,
+    end: EndOpt = None,
+    rates: Annotated[
+        str, typer.Option("--rates", help="Dropout rates, comma-separated, each in [0, 1).")
+    ] = "0,0.1,0.2,0.3,0.4,0.5",
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Held-out seeds 0..N-1.")] = 3,
+    faults: Annotated[str, typer.Option(
+        "--faults", help="Other faults on at every rate, e.g. 'noise=0.1' (not dropout).")] = "",
+    cleaning: CleaningOpt = "none",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Mean delay of fixed timing, max-pressure and a trained policy as sensor dropout rises."""
+    from agents.trained import load_policy
+    from experiments.robustness import robustness as run_robustness
+    from experiments.robustness import table
+    from experiments.robustness import write as write_robustness
+
+    with user_errors(FaultConfigError, CleaningError):
+        base, cleaning = sensor_options(faults, cleaning)
+        if base.dropout:
+            raise BadInput("--faults: leave dropout out, --rates sweeps it")
+        rate_list = _rates(rates)
+        if seeds < 1:
+            raise BadInput(f"--seeds must be at least 1, got {seeds}")
+        _, policy = load_policy(run)
+        if network is None and net is None:
+            network = policy.get("network")
+        scenario = scenario_from(network, net, routes, begin, end)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = out or Path("runs") / f"robustness-{scenario.name}-{stamp}"
+        results.ensure_writable(folder)
+        started = time.perf_counter()
+        with _progress() as bar:
+            task = bar.add_task(f"robustness {scenario.name}", total=len(rate_list) * 3 * seeds)
+
+            def on_run(rate: float, controller: str, seed: int) -> None:
+                bar.update(task, advance=1, description=f"dropout {rate:.0%}: {controller} "
+                                                        f"seed {seed}")
+
+            result = run_robustness(
+                scenario, f"trained:{run}", rate_list, list(range(seeds)), base=base,
+                cleaning=cleaning, on_run=on_run,
+                decision_interval=policy.get("decision_interval", 5.0),
+            )
+        log = (f"greenphase robustness: {len(result.runs)} runs in "
+               f"{time.perf_counter() - started:.1f} s\n")
+        write_robustness(result, folder, log=log)
+    if json_out:
+        typer.echo(json.dumps(result.to_json()))
+    else:
+        sc = scenario
+        extra = ", ".join(p for p in (str(base), f"cleaning {cleaning}") if p)
+        out_console.print(table(result, f"{sc.name}: mean delay by dropout, seeds 0-{seeds - 1}; "
+                                        f"{extra}"))
+        out_console.print(f"results: {folder}")
 
 
 # ------------------------------------------------------------------ study
@@ -387,11 +540,22 @@ def bench(
     end: EndOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Episodes per row (median).")] = 3,
     json_out: JsonOpt = False,
+    edge: Annotated[
+        Path | None,
+        typer.Option("--edge", help="A trained run: size, one-thread decision latency and delay "
+                                    "of its policy exported fp32 and int8."),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", "-s", help="--edge: held-out seeds 0..N-1 for the delay.")
+    ] = 3,
 ) -> None:
     """Time one episode: SUMO alone, sumo-rl's env, and greenphase's env, side by side."""
     from experiments.bench import bench as run_bench
     from experiments.bench import format_table
 
+    if edge is not None:
+        _bench_edge(edge, network, net, routes, begin, end, seeds, json_out)
+        return
     with user_errors():
         if repeats < 1:
             raise BadInput(f"--repeats must be at least 1, got {repeats}")
@@ -403,6 +567,24 @@ def bench(
         typer.echo(json.dumps(result))
     else:
         out_console.print(format_table(result))
+
+
+def _bench_edge(run: Path, network: str | None, net: Path | None, routes: list[Path] | None,
+                begin: int | None, end: int | None, seeds: int, json_out: bool) -> None:
+    """``bench --edge RUN``: the exported policy's size, latency and delay, fp32 and int8."""
+    from experiments.edge import bench_edge, format_edge_table
+
+    with user_errors():
+        if seeds < 1:
+            raise BadInput(f"--seeds must be at least 1, got {seeds}")
+        scenario = (scenario_from(network, net, routes, begin, end)
+                    if network is not None or net is not None or routes else None)
+        result = bench_edge(run, scenario=scenario, seeds=seeds,
+                            progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        out_console.print(format_edge_table(result))
 
 
 # ------------------------------------------------------------------ replay
@@ -494,6 +676,242 @@ def networks_show(
             title = f"{scenario.name}: {scenario.description}"
         draw(net, png, title=title)
     typer.echo(f"picture: {png}")
+
+
+# ------------------------------------------------------------------ specs, sweeps, reports
+SpecArg = Annotated[
+    Path, typer.Argument(help="A spec file (TOML); examples in experiments/specs/.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", "-w", help="Runs at a time (default: the CPU cores; "
+                                                     "Ray: the cluster's CPUs).")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="local (process pool) or ray.")]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="A Ray cluster's address, e.g. 10.0.0.1:6379 "
+                                               "(default: start a local Ray).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Skip the runs the store holds.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Start again in a folder that holds a sweep.")]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failed run.")]
+FailUnderOpt = Annotated[
+    list[str] | None,
+    typer.Option("--fail-under", help="A gate, [CONTROLLER:]METRIC OP NUMBER, e.g. "
+                                      "'max-pressure:delay_vs_fixed_pct<=-20' (repeatable): "
+                                      "exit 1 when a controller misses it."),
+]
+
+
+def _run_spec(
+    command: str, spec: Path, *, workers: int | None, backend: str, address: str | None,
+    resume: bool, overwrite: bool, retries: int, out: Path | None, json_out: bool,
+    fail_under: list[str] | None,
+) -> None:
+    """``run`` and ``sweep``: expand the spec, run what is missing, report, apply the gates."""
+    from rich.markup import escape
+    from rich.progress import TimeRemainingColumn
+
+    from experiments import gates as gate_checks
+    from experiments.report import ReportError, headline, load_runs, summary_markdown, write_report
+    from experiments.spec import SpecError, load
+    from experiments.sweep import SweepError
+    from experiments.sweep import sweep as run_sweep
+    from networks import NetworkError
+
+    with user_errors(SpecError, SweepError, gate_checks.GateError, ReportError, NetworkError):
+        gates = [gate_checks.parse(text) for text in fail_under or []]
+        plan = load(spec)
+        if command == "run" and not plan.single:
+            raise BadInput(f"{spec} has a [sweep] table: use `greenphase sweep {spec}`")
+        gate_checks.check_controllers(gates, sorted({u.controller for u in plan.units}),
+                                      sorted({u.label for u in plan.units}))
+        folder = out or Path("runs") / plan.name
+        counts = {"done": 0, "failed": 0, "retried": 0}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task(f"{command} {plan.name}", total=None)
+
+            def on_start(total: int, skipped: int) -> None:
+                if skipped:
+                    err_console.print(f"[dim]resuming: {skipped} of {total} runs finished "
+                                      "before[/dim]")
+                bar.update(task, total=total, completed=skipped)
+
+            def on_result(unit: Any, row: dict[str, Any], retry: bool) -> None:
+                if row["status"] == "ok":
+                    counts["done"] += 1
+                    bar.advance(task)
+                else:
+                    counts["retried" if retry else "failed"] += 1
+                    err_console.print(escape(
+                        f"{unit.network} {unit.label} seed {unit.seed} failed (attempt "
+                        f"{row['attempt']}{', retrying' if retry else ''}): {row['error']}"),
+                        style="yellow")
+                    if not retry:
+                        bar.advance(task)
+                bar.update(task, description=f"{command} {plan.name}: {counts['done']} done, "
+                                             f"{counts['failed']} failed, "
+                                             f"{counts['retried']} retried")
+
+            result = run_sweep(plan, folder, workers=workers, backend=backend, address=address,
+                               resume=resume, overwrite=overwrite, retries=retries, report=False,
+                               on_start=on_start, on_result=on_result)
+        verdicts = gate_checks.check(gates, result.summary)
+        gate_text = gate_checks.markdown(verdicts)
+        report_path = write_report(folder, extra=gate_text)
+        gate_checks.append_step_summary(
+            f"### greenphase {command} {plan.name}\n\n{headline(load_runs(folder), None)}\n\n"
+            f"{summary_markdown(result.summary)}\n{gate_text}")
+    if json_out:
+        doc = result.to_json()
+        doc["gates"] = [{"gate": v.gate.text, "network": v.network, "cell": v.cell,
+                         "controller": v.controller, "value": None if v.value != v.value
+                         else v.value, "passed": v.passed} for v in verdicts]
+        typer.echo(json.dumps(doc))
+    else:
+        from experiments.report import summary_table
+
+        out_console.print(summary_table(
+            result.summary, f"{plan.name}: {result.finished} of {result.total} runs, "
+                            f"{result.wall_s:.0f} s on {result.workers} {backend} worker(s)"))
+        out_console.print(f"results: {folder}  report: {report_path}")
+    failed_gates = [v for v in verdicts if not v.passed]
+    for verdict in failed_gates:
+        typer.echo(verdict.line(), err=True)
+    if result.failures:
+        typer.echo(f"error: {len(result.failures)} run(s) failed after {retries + 1} "
+                   f"attempt(s); see {report_path}", err=True)
+    if failed_gates or result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    spec: SpecArg,
+    workers: WorkersOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    retries: RetriesOpt = 2,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder "
+                                                                 "(default runs/<name>).")] = None,
+    json_out: JsonOpt = False,
+    fail_under: FailUnderOpt = None,
+) -> None:
+    """Run one experiment from a spec file: each controller over each seed, stored, reported."""
+    _run_spec("run", spec, workers=workers, backend=backend, address=address, resume=resume,
+              overwrite=overwrite, retries=retries, out=out, json_out=json_out,
+              fail_under=fail_under)
+
+
+@app.command()
+def sweep(
+    spec: SpecArg,
+    workers: WorkersOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    retries: RetriesOpt = 2,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder "
+                                                                 "(default runs/<name>).")] = None,
+    json_out: JsonOpt = False,
+    fail_under: FailUnderOpt = None,
+) -> None:
+    """Run a sweep: every point of the spec's axes, each controller and seed; resumable."""
+    _run_spec("sweep", spec, workers=workers, backend=backend, address=address, resume=resume,
+              overwrite=overwrite, retries=retries, out=out, json_out=json_out,
+              fail_under=fail_under)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A results folder: a sweep's or a comparison's.")],
+) -> None:
+    """Write report.md and plots/*.png for a results folder and print its summary."""
+    from experiments.report import ReportError, load_runs, summarize, summary_table, write_report
+
+    with user_errors(ReportError):
+        path = write_report(folder)
+        summary = summarize(load_runs(folder))
+    out_console.print(summary_table(summary, f"{folder}"))
+    out_console.print(f"report: {path}")
+
+
+@app.command("bench-sweep")
+def bench_sweep(
+    network: NetworkOpt = None,
+    runs: Annotated[int | None, typer.Option("--runs", help="Runs (default 8; 100 with "
+                                                            "--memory).")] = None,
+    workers: Annotated[str, typer.Option("--workers", help="Worker counts to time, "
+                                                           "comma-separated.")] = "1,2",
+    memory: Annotated[bool, typer.Option("--memory", help="Measure peak memory over a long "
+                                                          "sweep instead.")] = False,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timings per worker count, "
+                                                           "interleaved (median).")] = 1,
+    horizon: Annotated[
+        int | None,
+        typer.Option("--horizon", help="Simulated seconds per run (default: the network's)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scratch folder.")] = Path(
+        "runs/bench-sweep"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Sweep scaling (the same runs on 1 and 2 workers) or peak memory over a 100-run sweep."""
+    from experiments.sweep import SweepError, scaling
+    from experiments.sweep import memory as run_memory
+
+    with user_errors(SweepError):
+        say = lambda msg: err_console.print(f"[dim]{msg}[/dim]")  # noqa: E731
+        if memory:
+            counts = _int_list(workers, "--workers") if workers != "1,2" else (None,)
+            result = run_memory(out, network=network or "cologne1", runs=runs or 100,
+                                workers=counts[0], horizon_s=horizon, progress=say)
+        else:
+            result = scaling(out, network=network or "grid4x4", runs=runs or 8,
+                             workers=_int_list(workers, "--workers"), repeats=repeats,
+                             horizon_s=horizon, progress=say)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"{result['network']}: {result['runs']} runs"
+                        + (f", load {result['load_avg_1m']}" if "load_avg_1m" in result else ""))
+    columns = list(result["rows"][0]) if result["rows"] else []
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in result["rows"]:
+        table.add_row(*(str(row[c]) for c in columns))
+    out_console.print(table)
+
+
+# ------------------------------------------------------------------ export
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A training run directory (or a checkpoint).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="torchscript or onnx.")
+    ] = "torchscript",
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", "-q", help="int8: dynamic int8 linear layers.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File to write (default RUN/edge/policy-fp32.pt, "
+                                         "-int8, .onnx)."),
+    ] = None,
+) -> None:
+    """Export a trained policy with its observation normalisation as one file for edge devices."""
+    from agents.export import FORMATS, QUANTIZATIONS, export_policy
+
+    with user_errors():
+        if fmt not in FORMATS:
+            raise BadInput(f"--format: unknown {fmt!r}; choose from {', '.join(FORMATS)}")
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise BadInput(f"--quantize: unknown {quantize!r}; choose from "
+                           f"{', '.join(QUANTIZATIONS)}")
+        path = export_policy(run, fmt, quantize=quantize, out=out)
+    typer.echo(f"exported {fmt} {quantize or 'fp32'}: {path} ({path.stat().st_size} bytes); "
+               f"run it with --controllers exported:{path}")
 
 
 def main() -> None:

@@ -27,12 +27,16 @@ import torch
 
 from agents import checkpoint
 from agents.dqn import DQN, DQNConfig
+from agents.federated import FederatedConfig, FederatedDQN
 from agents.models import SignalNetwork, pad
+from agents.normalize import RunningNormalizer
 from agents.optim import ConfigError, DivergenceError, OptimConfig
 from agents.ppo import PPO, PPOConfig
 from experiments import results
 from networks import Scenario
-from simulator.observations import OBSERVATIONS
+from simulator.cleaning import CLEANINGS, MissingFlags, sensor_model
+from simulator.faults import FaultConfig, FaultConfigError
+from simulator.observations import OBSERVATIONS, ObservationFunction
 from simulator.parallel import TrafficSignalParallelEnv
 from simulator.rewards import REWARDS
 
@@ -40,7 +44,7 @@ ALGOS = ("dqn", "ppo")
 
 CURVE_COLUMNS = [
     "kind", "episode", "update", "lr", "loss", "grad_norm", "epsilon",
-    "return", "mean_delay_s", "eval_delay_s", "wall_s",
+    "return", "mean_delay_s", "eval_delay_s", "wall_s", "bytes",
 ]
 
 
@@ -74,12 +78,24 @@ class TrainSpec:
     """Episodes between greedy evaluations on :attr:`eval_seed` (and at the last episode)."""
     eval_seed: int = 10_000
     """SUMO seed of the evaluation episodes."""
+    faults: str = ""
+    """Sensor faults during training and its evaluations, as ``KIND=VALUE,...``
+    (:class:`simulator.faults.FaultConfig`; empty: exact sensors)."""
+    cleaning: str = "none"
+    """Cleaning of the readings before the policy: ``none``, ``last`` or ``zero-flag``
+    (:mod:`simulator.cleaning`); ``zero-flag`` adds a missing flag per lane to the observation."""
+    normalize: bool = False
+    """Normalise observations by running mean and std (:mod:`agents.normalize`),
+    kept with the policy in its checkpoint."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimiser, schedule, batches and regularisation."""
     dqn: DQNConfig = field(default_factory=DQNConfig)
     """DQN settings (used when ``algo`` is ``dqn``)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO settings (used when ``algo`` is ``ppo``)."""
+    federated: FederatedConfig | None = None
+    """Federated DQN (:mod:`agents.federated`): each intersection trains its own copy and a
+    server averages them every ``local_episodes`` episodes; ``None``: off."""
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -97,11 +113,35 @@ class TrainSpec:
             raise ConfigError(f"hidden: layer widths must be >= 1, got {self.hidden}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be at least 1, got {self.eval_every}")
+        try:
+            FaultConfig.parse(self.faults)
+        except FaultConfigError as err:
+            raise ConfigError(f"faults: {err}") from None
+        if self.cleaning not in CLEANINGS:
+            raise ConfigError(f"cleaning: unknown {self.cleaning!r}; "
+                              f"choose from {', '.join(CLEANINGS)}")
+        if self.federated is not None:
+            if self.algo != "dqn" or not self.shared:
+                raise ConfigError("federated training takes algo dqn and the shared architecture")
+            if self.normalize:
+                raise ConfigError("federated training keeps observations at each intersection: "
+                                  "it takes no central observation normalisation")
+            if self.episodes % self.federated.local_episodes:
+                raise ConfigError(f"episodes ({self.episodes}) must be a multiple of "
+                                  f"local_episodes ({self.federated.local_episodes})")
+
+    @property
+    def observation_fn(self) -> ObservationFunction:
+        """The observation function the policy sees (with missing flags under ``zero-flag``)."""
+        observation = OBSERVATIONS[self.observation]()
+        return MissingFlags(observation) if self.cleaning == "zero-flag" else observation
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (for TOML and checkpoints)."""
         data = asdict(self)
         data["hidden"] = list(self.hidden)
+        if self.federated is None:
+            del data["federated"]  # TOML has no null; absent means off
         return data
 
     @classmethod
@@ -116,6 +156,8 @@ class TrainSpec:
         data["optim"] = OptimConfig.from_dict(dict(data.get("optim", {})))
         data["dqn"] = DQNConfig.from_dict(dict(data.get("dqn", {})))
         data["ppo"] = PPOConfig.from_dict(dict(data.get("ppo", {})))
+        federated = data.get("federated")
+        data["federated"] = None if federated is None else FederatedConfig.from_dict(federated)
         return cls(**data)
 
 
@@ -147,8 +189,9 @@ class Trainer:
         self.spec, self.scenario, self.run = spec, scenario, run
         self.env = TrafficSignalParallelEnv(
             scenario,
-            observation=OBSERVATIONS[spec.observation](),
+            observation=spec.observation_fn,
             reward=REWARDS[spec.reward](),
+            sensor_model=sensor_model(spec.faults, spec.cleaning),
             decision_interval=spec.decision_interval,
             min_green=spec.min_green,
             max_green=spec.max_green,
@@ -164,10 +207,15 @@ class Trainer:
         torch.manual_seed(spec.seed)
         self.rng = np.random.default_rng(spec.seed)
         self.net = SignalNetwork(obs_dims, num_phases, spec.hidden, shared=spec.shared, kind=kind)
+        self.normalizer = RunningNormalizer(self.net.obs_size) if spec.normalize else None
         steps_per_episode = -(-scenario.horizon_s // spec.decision_interval)
         total_steps = int(spec.episodes * steps_per_episode)
-        if spec.algo == "dqn":
-            self.learner: DQN | PPO = DQN(self.net, spec.dqn, spec.optim, total_steps, self.rng)
+        self.learner: DQN | PPO | FederatedDQN
+        if spec.federated is not None:
+            self.learner = FederatedDQN(self.net, spec.federated, spec.dqn, spec.optim,
+                                        total_steps, self.rng)
+        elif spec.algo == "dqn":
+            self.learner = DQN(self.net, spec.dqn, spec.optim, total_steps, self.rng)
         else:
             samples = steps_per_episode * len(self.agents) * spec.ppo.episodes_per_update
             per_round = spec.ppo.epochs * -(-int(samples) // _ppo_batch(spec.optim, int(samples)))
@@ -178,19 +226,27 @@ class Trainer:
             "hidden": list(spec.hidden), "shared": spec.shared,
             "observation": spec.observation, "tls_ids": self.agents,
             "network": scenario.name, "decision_interval": spec.decision_interval,
+            "missing_flags": spec.cleaning == "zero-flag", "cleaning": spec.cleaning,
+            "faults": spec.faults,
         }
         self.episode = 0
         self.best = float("inf")
         self.wall = 0.0
 
     # ------------------------------------------------------------ rollouts
-    def _obs(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
-        return pad([obs[a] for a in self.agents], self.net.obs_size)
+    def _obs(self, obs: dict[str, np.ndarray], *, learn: bool) -> torch.Tensor:
+        # a reading still missing (faults without cleaning) enters as 0, as in trained:RUN
+        x = torch.nan_to_num(pad([obs[a] for a in self.agents], self.net.obs_size), nan=0.0)
+        if self.normalizer is None:
+            return x
+        if learn:
+            self.normalizer.update(x)
+        return self.normalizer(x)
 
     def run_episode(self, seed: int, *, learn: bool) -> tuple[float, dict[str, float], list[dict]]:
         """One episode; with ``learn`` the learner explores and updates. Returns KPIs and logs."""
         obs_dict, _ = self.env.reset(seed=seed)
-        obs = self._obs(obs_dict)
+        obs = self._obs(obs_dict, learn=learn)
         total, logs = 0.0, []
         while self.env.agents:
             action = self.learner.act(obs, self.agent_index, explore=learn)
@@ -200,11 +256,11 @@ class Trainer:
             reward = np.array([rewards[a] for a in self.agents], dtype=np.float32)
             reward *= self.spec.reward_scale
             total += float(reward.sum())
-            next_obs = self._obs(obs_dict)
+            next_obs = self._obs(obs_dict, learn=learn)
             if learn:
                 logs += self.learner.observe(obs, self.agent_index, action, reward, next_obs)
             obs = next_obs
-        if learn and isinstance(self.learner, PPO):
+        if learn and isinstance(self.learner, PPO | FederatedDQN):
             logs += self.learner.end_episode()
         assert self.env.result is not None
         return total, self.env.result.kpis, logs
@@ -228,8 +284,12 @@ class Trainer:
             "best_eval_delay_s": self.best,
             "policy": {**self.policy_meta, "net": self.net.state_dict()},
         }
+        if self.normalizer is not None:
+            payload["policy"]["obs_norm"] = self.normalizer.policy_state()
         if full:
             payload["learner"] = self.learner.state_dict()
+            if self.normalizer is not None:
+                payload["normalizer"] = self.normalizer.state_dict()
             payload["rng"] = self._rng_state()
             payload["wall_s"] = self.wall
         return checkpoint.save(self.run / "checkpoints" / f"{name}.pt", payload)
@@ -239,9 +299,11 @@ class Trainer:
         data = checkpoint.load(self.run / "checkpoints" / "last.pt")
         if "learner" not in data:
             raise checkpoint.CheckpointError(f"{self.run}: last.pt holds no training state")
-        if data["spec"] != self.spec.to_dict():
+        if TrainSpec.from_dict(data["spec"]) != self.spec:
             raise ConfigError(f"{self.run}: the checkpoint was trained with other settings")
         self.learner.load_state_dict(data["learner"])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(data["normalizer"])
         self._set_rng_state(data["rng"])
         self.episode = int(data["episode"])
         self.best = float(data["best_eval_delay_s"])
@@ -267,7 +329,8 @@ class CurveLog:
             results.write_text(path, ",".join(CURVE_COLUMNS) + "\n")
         else:
             kept = pd.read_csv(path)
-            kept = kept[kept["episode"] < resume_at]
+            # reindex: a run begun before a column was added resumes with it empty
+            kept = kept[kept["episode"] < resume_at].reindex(columns=CURVE_COLUMNS)
             results.atomic_write(path, lambda tmp: kept.to_csv(tmp, index=False))
         self._file = path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, CURVE_COLUMNS, extrasaction="ignore")
@@ -334,7 +397,8 @@ def train(
                        "mean_delay_s": kpis["mean_delay_s"], "eval_delay_s": eval_delay,
                        "wall_s": trainer.wall,
                        "lr": logs[-1]["lr"] if logs else float("nan"),
-                       "epsilon": getattr(trainer.learner, "epsilon", float("nan"))}
+                       "epsilon": getattr(trainer.learner, "epsilon", float("nan")),
+                       "bytes": getattr(trainer.learner, "episode_bytes", float("nan"))}
                 curves.write([*rows, row])
                 if eval_delay < trainer.best:
                     trainer.best = eval_delay

@@ -163,6 +163,9 @@ class TrafficSimulation:
         self.time = float(self.scenario.begin)
         self.seed: int | None = None
         self.readings: Readings | None = None
+        # what the detectors measured, before the sensor model: for rewards and KPIs, which a
+        # faulty sensor must not bend
+        self.true_readings: Readings | None = None
 
     # ------------------------------------------------------------------ setup
     def _green_of_phases(self, tls: str, lay: Layout) -> list[int]:
@@ -328,12 +331,14 @@ class TrafficSimulation:
         for view, inter in zip(self.views, self._intersections):
             view.green = inter.green
             view.time_in_phase = inter.time_in_phase(self.time)
+        self.true_readings = readings
         self.readings = self.sensor_model.observe(readings)
         return self.readings
 
     def _read(self) -> Readings:
         raw = self._reader.read(self._conn, self.time)
         self.queue_history.append(float(raw.queue[: self._n_entry].sum()))
+        self.true_readings = raw
         readings = self.sensor_model.observe(raw)
         for view, inter in zip(self.views, self._intersections):
             view.green = inter.green

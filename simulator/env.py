@@ -37,7 +37,8 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
         max_green: longest green in seconds.
         program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
             instead of obeying actions; the actions are then ignored.
-        sensor_model: how readings reach the observation (default: exact).
+        sensor_model: how readings reach the observation (default: exact); rewards
+            are computed from the true readings.
         detector_length: cap on a detector's length in metres.
         exit_detectors: place detectors on outgoing lanes; by default only
             when the observation or reward reads them.
@@ -120,7 +121,9 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
         """Apply the wished-for greens for one decision interval."""
         start = self.sim.time
         phases = None if self.sim.program is not None else np.atleast_1d(np.asarray(action))
-        readings = self.sim.step(phases)
+        self.sim.step(phases)
+        readings = self.sim.true_readings  # rewarded for what happened, not what sensors said
+        assert readings is not None
         dt = self.sim.time - start
         reward = float(self.reward_fn.reward_all(self.sim.views, readings, dt).sum())
         obs = self._observe()

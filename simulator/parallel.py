@@ -41,7 +41,8 @@ class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
         max_green: longest green in seconds.
         program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
             instead of obeying actions; the actions are then ignored.
-        sensor_model: how readings reach the observation (default: exact).
+        sensor_model: how readings reach the observation (default: exact); rewards
+            are computed from the true readings.
         detector_length: cap on a detector's length in metres.
         exit_detectors: place detectors on outgoing lanes; by default only
             when the observation or reward reads them.
@@ -121,7 +122,7 @@ class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
         return dict(zip(self.possible_agents, parts, strict=True))
 
     def _infos(self) -> dict[str, dict[str, Any]]:
-        readings = self.sim.readings
+        readings = self.sim.true_readings  # the true queue, whatever the sensors say
         assert readings is not None
         return {
             agent: {"time": self.sim.time, "queue": float(readings.queue[view.entry].sum())}
@@ -168,7 +169,9 @@ class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
                 )
             phases = [int(actions[a]) for a in self.possible_agents]
         start = self.sim.time
-        readings = self.sim.step(phases)
+        self.sim.step(phases)
+        readings = self.sim.true_readings  # rewarded for what happened, not what sensors said
+        assert readings is not None
         rewards = self.reward_fn.reward_all(self.sim.views, readings, self.sim.time - start)
         obs = self._observe()
         infos = self._infos()

@@ -1,0 +1,185 @@
+"""An exported policy file as a controller: ``exported:FILE`` in a comparison.
+
+The file (from :func:`agents.export.export_policy`) carries its metadata:
+which signals, which observation, how long each intersection's vector is.
+The controller computes those observations from the detector readings, pads
+them, and asks the file's runtime (TorchScript through ``torch.jit.load``,
+ONNX through an ``onnxruntime`` session, one thread) for each intersection's
+phase, one intersection per call (batch 1, as on a device at the roadside);
+the normalisation, the phase mask and the argmax are inside the file.
+
+A controller travels to the simulation's process by pickle: it carries the
+file's bytes and opens them again there, so the episode runs exactly the
+file that was checked here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Controller
+from agents.export import (
+    EDGE_FORMAT,
+    EDGE_VERSION,
+    METADATA_FILE,
+    METADATA_KEY,
+    ExportError,
+    quiet_exporters,
+)
+from agents.trained import observation_of
+from simulator.observations import ObservationFunction
+from simulator.sensors import Readings
+from simulator.view import SignalView
+
+
+class EdgeRuntime:
+    """A loaded export: :attr:`meta` and a call from padded observations to phases."""
+
+    meta: dict[str, Any]
+    """The export's metadata (see :func:`agents.export.metadata`)."""
+
+    def __call__(self, obs: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        """Phases (int64 ``[N]``) for ``obs`` (float32 ``[N, obs_size]``) and ``agent`` (int64)."""
+        raise NotImplementedError
+
+
+class TorchScriptRuntime(EdgeRuntime):
+    """A TorchScript export, run by ``torch.jit``."""
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        files = {METADATA_FILE: ""}
+        try:
+            with quiet_exporters():
+                # torch warns once per process that quantized tensors are deprecated; spent
+                # here, the notice is filtered, where jit.load would print it raw to stderr
+                torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.qint8)
+                self.module = torch.jit.load(io.BytesIO(data), map_location="cpu",
+                                             _extra_files=files)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ExportError(f"unreadable TorchScript export {path}: {_first_line(err)}") from None
+        self.module.eval()
+        self.meta = _check_meta(files[METADATA_FILE], path)
+
+    def __call__(self, obs: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        """Phases from the scripted module."""
+        with torch.inference_mode():
+            phases: torch.Tensor = self.module(torch.from_numpy(obs), torch.from_numpy(agent))
+        return phases.numpy()
+
+
+class OnnxRuntime(EdgeRuntime):
+    """An ONNX export, run by an ``onnxruntime`` session on one CPU thread."""
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ExportError(f"{path}: running an ONNX export needs onnxruntime "
+                              f"(pip install 'greenphase[edge]'): {err}") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: the session's notices are not ours
+        try:
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001  (onnxruntime raises its own untyped errors)
+            raise ExportError(f"unreadable ONNX export {path}: {_first_line(err)}") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = _check_meta(props.get(METADATA_KEY, ""), path)
+
+    def __call__(self, obs: np.ndarray, agent: np.ndarray) -> np.ndarray:
+        """Phases from the session."""
+        (phases,) = self.session.run(["phase"], {"obs": obs, "agent": agent})
+        return np.asarray(phases)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
+
+
+def _check_meta(text: str, path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != EDGE_FORMAT:
+        raise ExportError(f"{path} is not a greenphase export (no {METADATA_FILE} metadata)")
+    if meta.get("version") != EDGE_VERSION:
+        raise ExportError(f"{path}: export version {meta.get('version')!r}, "
+                          f"this greenphase reads {EDGE_VERSION}")
+    return meta
+
+
+def load_exported(path: str | Path, data: bytes | None = None) -> EdgeRuntime:
+    """Open an exported policy (from ``data`` if given): a zip archive is TorchScript, else ONNX."""
+    path = Path(path)
+    if data is None:
+        if not path.is_file():
+            raise ExportError(f"exported policy not found: {path}")
+        data = path.read_bytes()
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        return TorchScriptRuntime(data, path)
+    return OnnxRuntime(data, path)
+
+
+class ExportedController(Controller):
+    """Acts with an exported policy file on the observations its metadata names."""
+
+    name = "exported"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"exported policy not found: {self.path}")
+        self._data = self.path.read_bytes()
+        self.runtime = load_exported(self.path, self._data)
+        self.meta = self.runtime.meta
+        self.name = f"exported:{path}"  # type: ignore[misc]
+        self.observation: ObservationFunction = observation_of(self.meta, self.path)
+        self.needs_exits = self.observation.needs_exits  # type: ignore[misc]
+        self._agents = np.zeros(0, dtype=np.int64)
+        self._sizes: list[int] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["runtime"]  # a script module or an onnxruntime session: reopened from _data
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.runtime = load_exported(self.path, self._data)
+
+    def reset(self, views: Sequence[SignalView], seed: int) -> None:
+        """Check that the network is the one the policy was exported for."""
+        tls = [v.layout.tls_id for v in views]
+        if tls != list(self.meta["tls_ids"]):
+            raise ExportError(
+                f"{self.path} was exported for network {self.meta.get('network')!r} "
+                f"({len(self.meta['tls_ids'])} signals), not this one ({len(tls)} signals)"
+            )
+        self._sizes = [self.observation.space(v).shape[0] for v in views]
+        if self._sizes != list(self.meta["obs_dims"]):
+            raise ExportError(f"{self.path}: observation sizes differ from the export's")
+        self._agents = np.arange(len(views), dtype=np.int64)
+
+    def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
+        """The phase the exported policy picks at each intersection."""
+        flat = np.nan_to_num(self.observation.observe_all(views, readings), nan=0.0)
+        obs = np.zeros((len(views), int(self.meta["obs_size"])), dtype=np.float32)
+        start = 0
+        for i, size in enumerate(self._sizes):
+            obs[i, :size] = flat[start : start + size]
+            start += size
+        # one intersection at a time, as its own device would decide: dynamic int8 scales
+        # activations by the batch, and one signal's phase must not hang on another's detectors
+        return np.concatenate([self.runtime(obs[i : i + 1], self._agents[i : i + 1])
+                               for i in range(len(views))])

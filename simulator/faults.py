@@ -1,0 +1,214 @@
+"""Faulty roadside sensors: noise, dropout, stuck-at, latency and whole-sensor failure.
+
+A :class:`FaultConfig` says how often each fault strikes; :class:`FaultySensors`
+is the :class:`~simulator.sensors.SensorModel` that applies it to every reading
+the controller receives. A sensor is one detector: a fault hits all of its
+fields (queue, occupancy, speed, count, first vehicle's wait) at once. A missing
+reading is NaN in every field.
+
+The faults apply, per decision step, in the order a reading travels:
+
+1. **noise**: the device measures with Gaussian error whose standard deviation
+   is ``noise`` times the true value (``noise=0.1``: 10% of the reading, as
+   detector accuracy is quoted), clipped to what the field can hold (no
+   negative counts, occupancy at most 100%). An empty lane reads empty.
+2. **stuck**: at each step a working sensor sticks with probability ``stuck``
+   and then repeats the last value it sent for ``stuck_steps`` steps.
+3. **latency**: every reading arrives ``latency`` decision steps late; before
+   the first one arrives the controller has none (missing).
+4. **dropout**: each sensor's reading is lost with probability ``dropout``
+   at each step (missing).
+5. **failure**: a share ``failure`` of the sensors, drawn at the start of the
+   episode, is dead for the whole episode (missing throughout).
+
+Faults change only what the controller sees; the simulation, the KPIs and the
+training reward are measured on the true readings.
+
+Randomness comes from the episode's seed (and :attr:`FaultConfig.seed`), so a
+run is reproducible and every controller run with the same seed meets the
+same faults on the same sensors: entry detectors (on the incoming lanes, which
+every controller has) and exit detectors (which only some place) draw from
+separate streams.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from simulator.sensors import Detectors, Readings, SensorModel
+
+FIELDS = ("queue", "occupancy", "speed", "count", "first_wait")
+"""The reading fields a fault acts on, in the rows of the internal table."""
+
+_UPPER = np.array([np.inf, 100.0, np.inf, np.inf, np.inf])[:, None]
+"""Largest value of each field (occupancy is a percentage)."""
+
+
+class FaultConfigError(ValueError):
+    """A fault configuration that cannot be used; the message is one line naming the field."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """How the roadside sensors fail. Every field at its default means no fault."""
+
+    noise: float = 0.0
+    """Standard deviation of the Gaussian measurement error, as a fraction of the true value."""
+    dropout: float = 0.0
+    """Probability that a sensor's reading is lost at a decision step, in [0, 1)."""
+    stuck: float = 0.0
+    """Probability per decision step that a working sensor sticks at its last value, in [0, 1)."""
+    stuck_steps: int = 60
+    """Decision steps a stuck sensor repeats its last value (60: five minutes at 5 s steps)."""
+    latency: int = 0
+    """Decision steps by which every reading arrives late (>= 0)."""
+    failure: float = 0.0
+    """Share of the sensors dead for the whole episode, in [0, 1)."""
+    seed: int = 0
+    """Added to the episode's seed for the fault draws: other faults on the same traffic."""
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise FaultConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("noise", "dropout", "stuck", "failure"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                fail(name, "a number")
+            if not math.isfinite(value):
+                fail(name, "finite")
+        for name in ("stuck_steps", "latency", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(name, "an integer")
+        if self.noise < 0:
+            fail("noise", ">= 0")
+        for name in ("dropout", "stuck", "failure"):
+            if not 0 <= getattr(self, name) < 1:
+                fail(name, "in [0, 1)")
+        if self.stuck_steps < 1:
+            fail("stuck_steps", ">= 1")
+        if self.latency < 0:
+            fail("latency", ">= 0")
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault is switched on."""
+        return bool(self.noise or self.dropout or self.stuck or self.latency or self.failure)
+
+    @classmethod
+    def parse(cls, text: str) -> FaultConfig:
+        """Read ``"dropout=0.2,noise=0.1"``: comma-separated ``KIND=VALUE``; empty for none.
+
+        Raises:
+            FaultConfigError: an unknown kind, a malformed item or a value out of range.
+        """
+        known = [f.name for f in fields(cls)]
+        values: dict[str, float | int] = {}
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            kind, sep, raw = (s.strip() for s in item.partition("="))
+            if not sep or not kind or not raw:
+                raise FaultConfigError(f"fault {item!r} is not KIND=VALUE, e.g. dropout=0.2")
+            if kind not in known:
+                raise FaultConfigError(
+                    f"unknown fault kind {kind!r}; known: {', '.join(known)}"
+                )
+            if kind in values:
+                raise FaultConfigError(f"fault kind {kind!r} given twice")
+            integer = isinstance(getattr(cls(), kind), int)
+            try:
+                values[kind] = int(raw) if integer else float(raw)
+            except ValueError:
+                expected = "an integer" if integer else "a number"
+                raise FaultConfigError(f"{kind} must be {expected}, got {raw!r}") from None
+        return cls(**values)  # type: ignore[arg-type]  # kinds checked against the fields
+
+    def __str__(self) -> str:
+        """The canonical ``KIND=VALUE,...`` form: fields away from their default, in order."""
+        default = FaultConfig()
+        return ",".join(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        )
+
+
+class FaultySensors(SensorModel):
+    """Applies a :class:`FaultConfig` to every reading (see the module's text for the order).
+
+    Args:
+        config: the faults, or their ``KIND=VALUE,...`` text.
+    """
+
+    def __init__(self, config: FaultConfig | str = "") -> None:
+        self.config = FaultConfig.parse(config) if isinstance(config, str) else config
+        self._streams: list[tuple[slice, np.random.Generator]] = []
+        self._n = 0
+        self._stuck_left = np.zeros(0, dtype=np.int64)
+        self._last_sent = np.zeros((len(FIELDS), 0))
+        self._dead = np.zeros(0, dtype=bool)
+        self._pipe: list[np.ndarray] = []
+
+    def reset(self, detectors: Detectors, seed: int | None) -> None:
+        """Draw the dead sensors and start the other faults afresh from ``seed``."""
+        n = len(detectors.ids)
+        n_entry = int(detectors.is_entry.sum())  # entry detectors come first
+        base = [self.config.seed, 0 if seed is None else int(seed) + 1]
+        self._streams = [
+            (block, np.random.default_rng([*base, k]))
+            for k, block in enumerate((slice(0, n_entry), slice(n_entry, n)))
+        ]
+        self._n = n
+        self._stuck_left = np.zeros(n, dtype=np.int64)
+        self._last_sent = np.full((len(FIELDS), n), np.nan)
+        self._pipe = []
+        self._dead = np.zeros(n, dtype=bool)
+        for block, rng in self._streams:
+            size = block.stop - block.start
+            dead = rng.permutation(size)[: round(self.config.failure * size)]
+            self._dead[block.start + dead] = True
+
+    def _draw(self, kind: str, rows: int = 1) -> np.ndarray:
+        """One draw per sensor (``rows`` of them), each block from its own stream."""
+        out = np.empty((rows, self._n))
+        for block, rng in self._streams:
+            shape = (rows, block.stop - block.start)
+            out[:, block] = rng.standard_normal(shape) if kind == "normal" else rng.random(shape)
+        return out
+
+    def observe(self, readings: Readings) -> Readings:
+        """The readings as the faulty sensors deliver them."""
+        if len(readings.count) != self._n:
+            raise ValueError("FaultySensors.reset() was not called for these detectors")
+        cfg = self.config
+        table = np.stack([getattr(readings, name) for name in FIELDS]).astype(float)
+        if cfg.noise:
+            error = self._draw("normal", len(FIELDS)) * cfg.noise
+            table = np.clip(table * (1.0 + error), 0.0, _UPPER)  # NaN (no value) stays NaN
+        if cfg.stuck:
+            sticks = (self._stuck_left == 0) & (self._draw("uniform")[0] < cfg.stuck)
+            sticks &= ~np.isnan(self._last_sent[3])  # a sensor sticks at a value it has sent
+            self._stuck_left[sticks] = cfg.stuck_steps
+            held = self._stuck_left > 0
+            table[:, held] = self._last_sent[:, held]
+            self._stuck_left[held] -= 1
+            self._last_sent = table.copy()
+        if cfg.latency:
+            self._pipe.append(table)
+            table = (
+                self._pipe.pop(0)
+                if len(self._pipe) > cfg.latency
+                else np.full_like(table, np.nan)
+            )
+        if cfg.dropout:
+            table[:, self._draw("uniform")[0] < cfg.dropout] = np.nan
+        table[:, self._dead] = np.nan
+        return readings.with_values(**dict(zip(FIELDS, table, strict=True)))
+
+    def __repr__(self) -> str:
+        return f"FaultySensors({str(self.config)!r})"
