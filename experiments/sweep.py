@@ -362,20 +362,38 @@ def _run_local(todo: Sequence[RunUnit], folder: Path, workers: int, rec: _Record
     inflight: dict[cf.Future[Outcome], tuple[RunUnit, str]] = {}
     alone = False  # a suspect is running by itself
 
-    def submit(unit: RunUnit) -> None:
+    def submit(unit: RunUnit) -> bool:
+        """Hand a run to the pool; False when the pool broke before it could take it."""
         assert pool is not None
-        inflight[pool.submit(run_unit, unit, str(folder))] = (unit, _now())
+        try:
+            inflight[pool.submit(run_unit, unit, str(folder))] = (unit, _now())
+        except BrokenProcessPool:
+            return False
+        return True
 
     try:
         while queue or suspects or inflight:
             if pool is None:
                 pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            refused = False
             if suspects and not inflight:
-                submit(suspects.popleft())
-                alone = True
+                unit = suspects.popleft()
+                if submit(unit):
+                    alone = True
+                else:
+                    suspects.appendleft(unit)
+                    refused = True
             elif not alone:
                 while queue and len(inflight) < workers:
-                    submit(queue.popleft())
+                    unit = queue.popleft()
+                    if not submit(unit):  # a worker died between two submissions
+                        queue.appendleft(unit)
+                        refused = True
+                        break
+            if refused and not inflight:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = None
+                continue
             done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
             broken = False
             while done:
