@@ -151,11 +151,24 @@ def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
     return episode
 
 
+def _start_fork_server() -> None:
+    """Start greenphase's simulation server before the timing, like the imports.
+
+    Every libsumo episode runs in a process forked from this server
+    (:mod:`simulator.isolation`); it starts once per process, so it is set-up,
+    not part of an episode. The fork itself is inside the timing.
+    """
+    from simulator.isolation import start_server
+
+    start_server()
+
+
 def _greenphase_fixed_episode(scenario: Scenario) -> Callable[[], None]:
     import libsumo  # noqa: F401 - imported here so that the timing leaves its import out
 
     from simulator.env import TrafficSignalEnv
 
+    _start_fork_server()
     env = TrafficSignalEnv(scenario, program="static")
     action = env.action_space.sample()
 
@@ -173,6 +186,8 @@ def _greenphase_max_pressure_episode(scenario: Scenario) -> Callable[[], None]:
     import libsumo  # noqa: F401 - imported here so that the timing leaves its import out
 
     from experiments.runner import run_episode
+
+    _start_fork_server()
 
     def episode() -> None:
         run_episode(scenario, "max-pressure", SEED)

@@ -95,6 +95,11 @@ def _server() -> _Server:
     return _SERVER
 
 
+def start_server() -> None:
+    """Start the fork server now rather than at the first episode (e.g. before timing)."""
+    _server()
+
+
 class ChildSimulation:
     """One episode's simulation in a forked child; commands go over a pipe.
 
