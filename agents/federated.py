@@ -10,8 +10,16 @@ which keeps it near the last global weights (FedProx).
 
 Only weights cross between a client and the server, never observations,
 rewards or transitions. :class:`Channel` is the one place where anything
-crosses: it serialises a state dict to bytes, counts them, and refuses any
-payload that is not exactly the model's tensors under the model's names.
+crosses (:meth:`FederatedDQN.exchange` is its one user): it serialises a
+state dict to bytes, counts them, and refuses any payload that is not
+exactly the model's tensors under the model's names.
+
+One simulation serves every client, so the clients' networks sit side by
+side in :class:`ClientNetworks` and a decision step updates all of them in
+one batched pass; each client's weights, target network, Adam moments,
+gradient clipping and replay buffer stay its own (a test checks that every
+client ends exactly where a DQN of its own, fed only its intersection's
+transitions, would). On roadside hardware each client would run alone.
 
 (McMahan et al., "Communication-Efficient Learning of Deep Networks from
 Decentralized Data", AISTATS 2017; Li et al., "Federated Optimization in
@@ -391,14 +399,13 @@ class FederatedDQN:
         self.clients = [Client(i, self.online, self.target, ReplayBuffer(self.dqn.buffer_size,
                                                                          net.obs_size))
                         for i in range(n)]
-        for client in self.clients:
-            client.receive(self.channel.download(self.server.weights()))
+        self._anchor: list[torch.Tensor] = []  # FedProx's: the last global weights, stacked
+        self.exchange(upload=False)  # every client starts from the global model
         # clipping is per client (below), so the stepper itself does not clip
         self.stepper = GradientStepper(self.online, dataclasses.replace(optim, grad_clip=None),
                                        max(1, total_steps // self.dqn.train_every))
         self.stepper.optimizer.register_step_pre_hook(self._clip_per_client)
         self._norms = torch.zeros(n)
-        self._anchor = self._global_stack()
         self.steps = 0
         self.episodes = 0
         self.episode_bytes = 0.0
@@ -502,18 +509,21 @@ class FederatedDQN:
         self.episodes += 1
         self.episode_bytes = 0.0
         if self.episodes % self.config.local_episodes == 0:
-            self.episode_bytes = float(self.run_round())
+            self.episode_bytes = float(self.exchange(upload=True))
         return []
 
-    def run_round(self) -> int:
-        """Clients upload, the server averages, clients download; returns the bytes exchanged.
+    def exchange(self, *, upload: bool) -> int:
+        """A round: clients upload and the server averages (with ``upload``), clients download.
 
         This is the only place where anything passes between clients and the
-        server, and all of it goes through :attr:`channel`.
+        server, and all of it goes through :attr:`channel`: weights and sample
+        counts up, the global weights down. Returns the bytes exchanged.
         """
         before = self.channel.bytes_total
-        updates = [self.channel.upload(client.update()) for client in self.clients]
-        global_weights = self.server.aggregate(updates)
+        if upload:
+            self.server.aggregate([self.channel.upload(client.update())
+                                   for client in self.clients])
+        global_weights = self.server.weights()
         for client in self.clients:
             client.receive(self.channel.download(global_weights))
         self._anchor = self._global_stack()

@@ -191,7 +191,8 @@ class Experiment:
     """The detectors."""
     training: TrainSpec | None = None
     """Training settings of the learned controllers (``[training]``: TrainSpec's fields
-    except ``algo``, ``seed`` and the signal timing); default TrainSpec's."""
+    except ``algo``, ``seed``, the signal timing and the sensor faults, which come from the
+    run, ``[signals]`` and ``[sensors]``); default TrainSpec's."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():
