@@ -12,7 +12,7 @@ Q-learning", AAAI 2016).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from agents.models import SignalNetwork
-from agents.optim import ConfigError, GradientStepper, OptimConfig, batch_size
+from agents.optim import (
+    ConfigError,
+    GradientStepper,
+    OptimConfig,
+    batch_size,
+    refuse_unknown,
+)
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,7 @@ class DQNConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DQNConfig:
         """Build from a plain mapping; unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"dqn: unknown setting {key!r}; known: {', '.join(sorted(known))}"
-                )
+        refuse_unknown(cls, data, "dqn")
         return cls(**data)
 
 

@@ -44,6 +44,16 @@ class DivergenceError(RuntimeError):
     """Training diverged (a NaN or infinite loss or gradient, or an exploding loss)."""
 
 
+def refuse_unknown(cls: type, data: Mapping[str, Any], section: str) -> None:
+    """Raise :class:`ConfigError` naming the first key of ``data`` that ``cls`` has no field for."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{section}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
+            )
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

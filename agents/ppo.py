@@ -9,7 +9,7 @@ Estimation", ICLR 2016.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,13 @@ import torch
 from torch.distributions import Categorical
 
 from agents.models import SignalNetwork
-from agents.optim import ConfigError, GradientStepper, OptimConfig, batch_size
+from agents.optim import (
+    ConfigError,
+    GradientStepper,
+    OptimConfig,
+    batch_size,
+    refuse_unknown,
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,7 @@ class PPOConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
         """Build from a plain mapping; unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"ppo: unknown setting {key!r}; known: {', '.join(sorted(known))}"
-                )
+        refuse_unknown(cls, data, "ppo")
         return cls(**data)
 
 
