@@ -232,7 +232,7 @@ class TrafficSimulation:
             # under a SUMO program actions are ignored, so the child may run ahead
             self._child.send("stream" if self.program is not None else "start", self.seed)
             self.sensor_model.reset(self.detectors, self.seed)
-            return self._mirror(self._child.receive())
+            return self._mirror(self._child.next_state())
         self._conn = start(self.sumo_command(self.seed), self.backend, gui=self.gui)
         self._reader.subscribe(self._conn, direct=self.backend == "libsumo")
         self.time = float(self.scenario.begin)
@@ -277,19 +277,12 @@ class TrafficSimulation:
         if self.done:
             raise RuntimeError("the episode has ended: call start() for a new one")
         if self._child is not None:
-            if self.program is not None:
-                return self._mirror(self._child.receive())
-            return self._mirror(self._child.call("step", np.asarray(phases, dtype=np.int64)))
+            if self.program is None:
+                self._child.send_phases(self._checked(phases))
+            return self._mirror(self._child.next_state())
         now = self.time
         if self.program is None:
-            if phases is None or len(phases) != len(self._intersections):
-                raise ValueError(f"expected {len(self._intersections)} phases, got {phases!r}")
-            for lay, phase in zip(self.layouts, phases):  # all checked before any is applied
-                if not 0 <= int(phase) < lay.num_phases:
-                    raise ValueError(
-                        f"signal {lay.tls_id!r}: phase {phase} not in 0..{lay.num_phases - 1}"
-                    )
-            for i, (inter, phase) in enumerate(zip(self._intersections, phases)):
+            for i, (inter, phase) in enumerate(zip(self._intersections, self._checked(phases))):
                 for when, state in inter.decide(int(phase), now):
                     heapq.heappush(self._events, (when, i, state))
         until = min(now + self.decision_interval, float(self.scenario.end))
@@ -304,6 +297,18 @@ class TrafficSimulation:
             self._track_program_phases()
         return self._read()
 
+    def _checked(self, phases: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        """The wished-for greens as integers, each checked before any is applied."""
+        if phases is None or len(phases) != len(self._intersections):
+            raise ValueError(f"expected {len(self._intersections)} phases, got {phases!r}")
+        checked = np.asarray(phases).astype(np.int64)
+        for lay, phase in zip(self.layouts, checked):
+            if not 0 <= phase < lay.num_phases:
+                raise ValueError(
+                    f"signal {lay.tls_id!r}: phase {phase} not in 0..{lay.num_phases - 1}"
+                )
+        return checked
+
     def _apply_due(self, now: float) -> None:
         tl = self._conn.trafficlight
         while self._events and self._events[0][0] <= now:
@@ -317,17 +322,24 @@ class TrafficSimulation:
             if green != inter.green:
                 inter.green, inter.green_since = green, self.time
 
-    def _state(self, readings: Readings) -> tuple[Readings, float, float, list[tuple[int, float]]]:
-        """What a parent process needs to mirror this simulation after a step."""
-        greens = [(inter.green, inter.green_since) for inter in self._intersections]
-        return readings, self.time, self.queue_history[-1], greens
+    def pack_state(self, readings: Readings) -> np.ndarray:
+        """What a parent process needs to mirror this simulation after a step, as one array.
 
-    def _mirror(self, state: tuple[Readings, float, float, list[tuple[int, float]]]) -> Readings:
-        """Take on a child simulation's state after a step."""
-        readings, self.time, queue, greens = state
-        self.queue_history.append(queue)
-        for inter, (green, since) in zip(self._intersections, greens):
-            inter.green, inter.green_since = green, since
+        The queue total, each signal's green and since when it shows, then the
+        reading (:meth:`Readings.pack`, which begins with the time).
+        """
+        greens = [(inter.green, inter.green_since) for inter in self._intersections]
+        return np.concatenate(([self.queue_history[-1]], np.ravel(greens), readings.pack()))
+
+    def _mirror(self, state: np.ndarray) -> Readings:
+        """Take on a child simulation's state after a step (see :meth:`pack_state`)."""
+        n = len(self._intersections)
+        greens = state[1 : 1 + 2 * n]
+        readings = Readings.unpack(state[1 + 2 * n :])
+        self.time = readings.time
+        self.queue_history.append(float(state[0]))
+        for inter, green, since in zip(self._intersections, greens[0::2], greens[1::2]):
+            inter.green, inter.green_since = int(green), float(since)
         for view, inter in zip(self.views, self._intersections):
             view.green = inter.green
             view.time_in_phase = inter.time_in_phase(self.time)

@@ -26,22 +26,51 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from simulator.sumo import SumoError
 
 
+# Every message begins with one tag byte. Commands, replies and errors are pickled
+# (plain pickle: multiprocessing's own pickler would share torch tensors through
+# file descriptors, which only works between multiprocessing's own processes).
+# A decision step's traffic is raw arrays, far cheaper than pickling: the parent's
+# phases, and the child's states (:meth:`TrafficSimulation.pack_state`), several
+# states to a message where the child runs ahead under a SUMO program.
+_PICKLED, _PHASES, _STATES = b"P", b"A", b"S"
+
+STREAM_BATCH = 32
+"""States per message when the child runs ahead of its parent."""
+
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+"""How long the server waits for a new connection's scenario before dropping it."""
+
+PROGRESS_EVERY_S = 0.1
+"""Shortest wall time between two progress messages of a whole-episode run."""
+
+
 def _send(conn: Connection, message: Any) -> None:
-    # plain pickle: multiprocessing's own pickler would share torch tensors through
-    # file descriptors, which only works between multiprocessing's own processes
-    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    conn.send_bytes(_PICKLED + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _recv(conn: Connection) -> Any:
-    return pickle.loads(conn.recv_bytes())
+def _send_array(conn: Connection, tag: bytes, array: np.ndarray) -> None:
+    conn.send_bytes(tag + array.tobytes())
+
+
+def _recv(conn: Connection) -> tuple[bytes, Any]:
+    """The next message: its tag, and the unpickled object or the raw array."""
+    data = conn.recv_bytes()
+    tag = data[:1]
+    if tag == _PICKLED:
+        return tag, pickle.loads(data[1:])
+    dtype = np.int64 if tag == _PHASES else np.float64
+    return tag, np.frombuffer(data, dtype=dtype, offset=1)
 
 
 class _Server:
@@ -110,6 +139,7 @@ class ChildSimulation:
 
     def __init__(self, scenario: Any, options: dict[str, Any]) -> None:
         self._pipe = _server().connect()
+        self._states: deque[np.ndarray] = deque()  # states received ahead of their step
         _send(self._pipe, (scenario, options))
 
     def send(self, command: str, arg: Any = None) -> None:
@@ -119,20 +149,47 @@ class ChildSimulation:
         except OSError:
             raise SumoError("the simulation process died") from None
 
-    def receive(self, on_progress: Callable[[Any], None] | None = None) -> Any:
-        """The next answer; progress messages go to ``on_progress``; errors are raised here."""
+    def send_phases(self, phases: np.ndarray) -> None:
+        """Ask for one decision step with these greens (its state comes from :meth:`next_state`)."""
+        try:
+            _send_array(self._pipe, _PHASES, np.ascontiguousarray(phases, dtype=np.int64))
+        except OSError:
+            raise SumoError("the simulation process died") from None
+
+    def _next(self, on_progress: Callable[[Any], None] | None = None) -> tuple[bytes, Any]:
+        """The next reply or states; progress goes to ``on_progress``; errors are raised here."""
         while True:
             try:
-                status, reply = _recv(self._pipe)
+                tag, message = _recv(self._pipe)
             except (EOFError, OSError):
                 raise SumoError("the simulation process died") from None
+            if tag == _STATES:
+                return tag, message
+            status, reply = message
             if status == "progress":
                 if on_progress is not None:
                     on_progress(reply)
                 continue
             if status == "error":
                 raise reply
-            return reply
+            return tag, reply
+
+    def next_state(self) -> np.ndarray:
+        """The next decision step's state (see :meth:`TrafficSimulation.pack_state`)."""
+        if not self._states:
+            tag, message = self._next()
+            if tag != _STATES:
+                raise SumoError(f"the simulation process answered {message!r}, not a state")
+            # one writable copy per message; each state is a view of it
+            self._states.extend(message[1:].copy().reshape(-1, int(message[0])))
+        return self._states.popleft()
+
+    def receive(self, on_progress: Callable[[Any], None] | None = None) -> Any:
+        """The next answer; progress messages go to ``on_progress``; errors are raised here."""
+        tag, reply = self._next(on_progress)
+        if tag == _STATES:
+            raise SumoError("the simulation process sent a state where an answer was due")
+        return reply
 
     def call(self, command: str, arg: Any = None) -> Any:
         """Send a command and wait for its answer."""
@@ -148,39 +205,60 @@ class ChildSimulation:
         self._pipe.close()
 
 
-def _serve_child(conn: Connection) -> None:
+def _send_states(conn: Connection, states: list[np.ndarray]) -> None:
+    """Several states in one message: their width first, then the states."""
+    _send_array(conn, _STATES, np.concatenate([[len(states[0])], *states]))
+
+
+def _progress(conn: Connection, end: float) -> Callable[[float], None]:
+    """A step callback that reports the simulated time, at most every PROGRESS_EVERY_S."""
+    last = -PROGRESS_EVERY_S
+
+    def report(t: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if t >= end or now - last >= PROGRESS_EVERY_S:
+            last = now
+            _send(conn, ("progress", t))
+
+    return report
+
+
+def _serve_child(conn: Connection, scenario: Any, options: dict[str, Any]) -> None:
     """In a forked child: build one simulation and obey the parent's commands."""
     from simulator.core import TrafficSimulation
 
     sim = None
     try:
-        scenario, options = _recv(conn)
         while True:
-            command, arg = _recv(conn)
+            tag, message = _recv(conn)
+            command, arg = ("step", message) if tag == _PHASES else message
             if command == "stop":
                 return
             try:
                 if sim is None:
                     sim = TrafficSimulation(scenario, **options)
                 if command == "start":
-                    reply: Any = sim._state(sim.start(arg))
+                    _send_states(conn, [sim.pack_state(sim.start(arg))])
                 elif command == "step":
-                    reply = sim._state(sim.step(arg))
+                    _send_states(conn, [sim.pack_state(sim.step(arg))])
                 elif command == "stream":
-                    # a SUMO program drives the signals: run ahead, one state per step
-                    _send(conn, ("ok", sim._state(sim.start(arg))))
+                    # a SUMO program drives the signals: run ahead, a batch of states at a time
+                    _send_states(conn, [sim.pack_state(sim.start(arg))])
+                    batch: list[np.ndarray] = []
                     while not sim.done:
-                        _send(conn, ("ok", sim._state(sim.step(None))))
-                    continue
+                        batch.append(sim.pack_state(sim.step(None)))
+                        if len(batch) == STREAM_BATCH or sim.done:
+                            _send_states(conn, batch)
+                            batch = []
                 elif command == "run":
                     controller, seed = arg
-                    reply = sim.run(controller, seed,
-                                    on_step=lambda t: _send(conn, ("progress", t)))
+                    result = sim.run(controller, seed, on_step=_progress(conn, sim.scenario.end))
+                    _send(conn, ("ok", result))
                 elif command == "finish":
-                    reply = sim.finish()
+                    _send(conn, ("ok", sim.finish()))
                 else:
                     raise ValueError(f"unknown command {command!r}")
-                _send(conn, ("ok", reply))
             except Exception as err:  # noqa: BLE001 - sent to the parent, raised there
                 _send(conn, ("error", err))
     except (EOFError, OSError, KeyboardInterrupt):
@@ -209,12 +287,33 @@ def _main(path: str, preload: list[str]) -> None:
             return  # the parent is gone
         if listener in ready:
             sock, _ = listener.accept()
+            conn = Connection(sock.detach())
+            try:
+                if not conn.poll(FIRST_MESSAGE_TIMEOUT_S):
+                    raise TimeoutError("no scenario")
+                _, (scenario, options) = _recv(conn)
+            except Exception:  # noqa: BLE001 - a client that went away or sent nonsense
+                conn.close()
+                continue
+            _warm(scenario)
             if os.fork() == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _serve_child(Connection(sock.detach()))
+                _serve_child(conn, scenario, options)
                 os._exit(0)
-            sock.close()
+            conn.close()
+
+
+def _warm(scenario: Any) -> None:
+    """Parse the scenario's net here, once, so that every child inherits it parsed.
+
+    Reading a file touches no simulation, so the server stays clean; a net that
+    cannot be read is left for the child to report.
+    """
+    try:
+        scenario.net  # noqa: B018 - cached by networks.read_net
+    except Exception:  # noqa: BLE001 - the child raises it again, to its parent
+        pass
 
 
 if __name__ == "__main__":
