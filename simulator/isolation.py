@@ -36,7 +36,6 @@ import numpy as np
 
 from simulator.sumo import SumoError
 
-
 # Every message begins with one tag byte. Commands, replies and errors are pickled
 # (plain pickle: multiprocessing's own pickler would share torch tensors through
 # file descriptors, which only works between multiprocessing's own processes).
