@@ -7,6 +7,8 @@ rows alike.
 
 - ``sumo``: the ``sumo`` binary alone on the net and route files with the
   network's static programs; the wall time of the whole subprocess.
+- ``sumo:tcmalloc``: the same command under tcmalloc, the allocator greenphase's
+  own simulations run under where it is installed (only then is the row there).
 - ``sumo-rl:fixed`` and ``sumo-rl:random``: sumo-rl's ``SumoEnvironment`` on
   libsumo, under the static programs (``fixed_ts=True``) or random actions
   every 5 s; timed from ``reset`` through the last step and ``close``.
@@ -50,6 +52,24 @@ ROWS: tuple[str, ...] = (
 )
 """The measured rows, in the order they are run and reported."""
 
+ALLOCATOR_ROW = "sumo:tcmalloc"
+"""SUMO alone under the allocator greenphase's simulations use, where they use one.
+
+greenphase runs its libsumo episodes under tcmalloc where it is installed
+(:func:`simulator.isolation.allocator_library`), which speeds SUMO itself up;
+this row shows how much, so that the ratios to plain SUMO can be read both ways.
+"""
+
+
+def rows() -> tuple[str, ...]:
+    """The rows this machine measures: :data:`ROWS`, plus :data:`ALLOCATOR_ROW` after
+    ``sumo`` when greenphase's simulations run under tcmalloc."""
+    from simulator.isolation import allocator_library
+
+    if allocator_library() is None:
+        return ROWS
+    return (ROWS[0], ALLOCATOR_ROW, *ROWS[1:])
+
 SEED = 0
 """SUMO's random seed in every row, and the seed of the random actions."""
 
@@ -88,16 +108,19 @@ def sumo_command(scenario: Scenario) -> list[str]:
     ]  # fmt: skip
 
 
-def _time_sumo(scenario: Scenario) -> float:
+def _time_sumo(scenario: Scenario, row: str = "sumo") -> float:
+    from simulator.isolation import allocator_library, preloading
+
     cmd = sumo_command(scenario)
+    env = preloading(allocator_library() if row == ALLOCATOR_ROW else None)
     started = time.perf_counter()
     proc = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, env=env
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BenchError(f"row 'sumo': sumo exited with status {proc.returncode}: {last}")
+        raise BenchError(f"row {row!r}: sumo exited with status {proc.returncode}: {last}")
     return wall
 
 
@@ -276,7 +299,7 @@ def bench(
     Returns:
         ``{"network", "begin_s", "end_s", "repeats", "rows"}``; each row is
         ``{"name", "wall_s" (median), "walls_s" (every repeat), "ratio_to_sumo"}``,
-        in :data:`ROWS` order. The dict is JSON-serialisable.
+        in :func:`rows` order. The dict is JSON-serialisable.
 
     Raises:
         ValueError: ``repeats`` is below 1.
@@ -284,10 +307,14 @@ def bench(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    walls: dict[str, list[float]] = {row: [] for row in ROWS}
+    measured = rows()
+    walls: dict[str, list[float]] = {row: [] for row in measured}
     for r in range(repeats):
-        for row in ROWS:
-            wall = _time_sumo(scenario) if row == "sumo" else _time_in_worker(row, scenario)
+        for row in measured:
+            if row.startswith("sumo") and not row.startswith("sumo-rl"):
+                wall = _time_sumo(scenario, row)
+            else:
+                wall = _time_in_worker(row, scenario)
             walls[row].append(wall)
             if progress is not None:
                 progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} {wall:.3f} s")
@@ -305,7 +332,7 @@ def bench(
                 "walls_s": walls[row],
                 "ratio_to_sumo": medians[row] / sumo,
             }
-            for row in ROWS
+            for row in measured
         ],
     }
 

@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import ROWS, BenchError, bench, format_table
+from experiments.bench import ALLOCATOR_ROW, ROWS, BenchError, bench, format_table, rows
 from networks import Scenario
 from networks.generators import grid
 
@@ -26,14 +26,30 @@ def result(tiny: Scenario) -> dict:
 
 
 def test_rows_are_the_five_in_order(result: dict) -> None:
-    assert [row["name"] for row in result["rows"]] == [
+    names = [row["name"] for row in result["rows"]]
+    assert [n for n in names if n != ALLOCATOR_ROW] == [
         "sumo",
         "sumo-rl:fixed",
         "sumo-rl:random",
         "greenphase:fixed",
         "greenphase:max-pressure",
     ]
-    assert tuple(row["name"] for row in result["rows"]) == ROWS
+    assert tuple(n for n in names if n != ALLOCATOR_ROW) == ROWS
+    assert tuple(names) == rows()
+
+
+def test_the_allocator_row_is_there_exactly_when_greenphase_uses_the_allocator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from simulator import isolation
+
+    monkeypatch.setenv("GREENPHASE_ALLOCATOR", "system")
+    assert rows() == ROWS
+    monkeypatch.setenv("GREENPHASE_ALLOCATOR", "tcmalloc")
+    monkeypatch.setattr(isolation, "_find_tcmalloc", lambda: "libtcmalloc_minimal.so.4")
+    assert rows() == ("sumo", ALLOCATOR_ROW, *ROWS[1:])
+    monkeypatch.setattr(isolation, "_find_tcmalloc", lambda: None)
+    assert rows() == ROWS
 
 
 def test_header(result: dict, tiny: Scenario) -> None:
@@ -54,8 +70,8 @@ def test_walls_and_ratios(result: dict) -> None:
 
 def test_progress_reports_every_episode(result: dict) -> None:
     lines = result["_progress"]
-    assert len(lines) == len(ROWS)
-    assert all(name in line for name, line in zip(ROWS, lines, strict=True))
+    assert len(lines) == len(result["rows"])
+    assert all(row["name"] in line for row, line in zip(result["rows"], lines, strict=True))
 
 
 def test_json_serialisable(result: dict) -> None:
@@ -70,8 +86,8 @@ def test_format_table(result: dict) -> None:
     console = Console(width=120, record=True)
     console.print(table)
     text = console.export_text()
-    for name in ROWS:
-        assert name in text
+    for row in result["rows"]:
+        assert row["name"] in text
 
 
 def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +107,8 @@ def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.Monk
         calls.append(row)
         return next(scripted[row])
 
-    monkeypatch.setattr(mod, "_time_sumo", lambda scenario: fake("sumo"))
+    monkeypatch.setenv("GREENPHASE_ALLOCATOR", "system")
+    monkeypatch.setattr(mod, "_time_sumo", lambda scenario, row: fake(row))
     monkeypatch.setattr(mod, "_time_in_worker", lambda row, scenario: fake(row))
     out = bench(tiny, repeats=3)
     assert calls == list(ROWS) * 3

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import networks
 from experiments.runner import run_episode
-from simulator import SumoError, TrafficSimulation
+from simulator import SumoError, TrafficSimulation, isolation
 
 
 def test_results_do_not_depend_on_earlier_runs() -> None:
@@ -47,3 +49,39 @@ def test_an_error_in_the_child_is_raised_in_the_caller(tmp_path) -> None:
             sim.start(0)
     finally:
         sim.close()
+
+
+def _fresh_server(monkeypatch: pytest.MonkeyPatch, allocator: str) -> int:
+    """Restart the simulation server under ``allocator``; return its process id."""
+    monkeypatch.setenv(isolation.ALLOCATOR_VARIABLE, allocator)
+    if isolation._SERVER is not None:
+        isolation._SERVER.stop()
+    isolation.start_server()
+    assert isolation._SERVER is not None
+    return isolation._SERVER.process.pid
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(isolation._find_tcmalloc() is None, reason="tcmalloc is not installed")
+def test_the_allocator_changes_speed_not_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    scenario = dataclasses.replace(networks.get("cologne3"), end=25200 + 900)
+    results = {}
+    try:
+        for allocator in ("system", "tcmalloc"):
+            pid = _fresh_server(monkeypatch, allocator)
+            assert ("tcmalloc" in _maps(pid)) == (allocator == "tcmalloc")
+            results[allocator] = run_episode(scenario, "max-pressure", 2)
+    finally:
+        monkeypatch.undo()
+        isolation._SERVER.stop()  # the next test starts one with the usual settings
+    assert results["system"].kpis == results["tcmalloc"].kpis
+    pd.testing.assert_frame_equal(results["system"].trips, results["tcmalloc"].trips)
+
+
+def test_an_unknown_allocator_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(isolation.ALLOCATOR_VARIABLE, "hoard")
+    with pytest.raises(SumoError, match="GREENPHASE_ALLOCATOR.*'hoard'"):
+        isolation.allocator_library()
