@@ -62,8 +62,10 @@ this row shows how much, so that the ratios to plain SUMO can be read both ways.
 
 
 def rows() -> tuple[str, ...]:
-    """The rows this machine measures: :data:`ROWS`, plus :data:`ALLOCATOR_ROW` after
-    ``sumo`` when greenphase's simulations run under tcmalloc.
+    """The rows this machine measures.
+
+    :data:`ROWS`, plus :data:`ALLOCATOR_ROW` after ``sumo`` when greenphase's
+    simulations run under tcmalloc.
     """
     from simulator.isolation import allocator_library
 
