@@ -52,13 +52,18 @@ _TRIPINFO = re.compile(
 )
 
 
-def _rows_fast(data: bytes) -> list[tuple[bytes, ...]] | None:
-    """Rows by pattern, or None when the file is not in SUMO's usual attribute order."""
+# the pattern's groups in _COLUMNS order: id, depart, departDelay, arrival, duration,
+# timeLoss, waitingTime, routeLength
+_FAST_ORDER = [0, 1, 2, 3, 4, 7, 6, 5]
+
+
+def _rows_fast(data: bytes) -> np.ndarray | None:
+    """Rows by pattern (a bytes table in ``_COLUMNS`` order), or None when the file
+    is not in SUMO's usual attribute order."""
     rows = _TRIPINFO.findall(data)
     if len(rows) != data.count(b"<tripinfo "):
         return None
-    # reorder to _COLUMNS: id, depart, departDelay, arrival, duration, timeLoss, waiting, length
-    return [(r[0], r[1], r[2], r[3], r[4], r[7], r[6], r[5]) for r in rows]
+    return np.array(rows, dtype=bytes).reshape(-1, len(_COLUMNS))[:, _FAST_ORDER]
 
 
 def _rows_parsed(path: Path) -> list[tuple[str | None, ...]]:
@@ -75,18 +80,22 @@ def read_tripinfo(path: str | Path) -> pd.DataFrame:
     """One row per vehicle of a tripinfo file, with its delay and travel time."""
     path = Path(path)
     fast = _rows_fast(path.read_bytes())
-    trips = pd.DataFrame(fast if fast is not None else _rows_parsed(path), columns=_COLUMNS)
     if fast is not None:
-        trips["vehicle"] = trips["vehicle"].str.decode("utf-8")
-    numeric = _COLUMNS[1:]
-    trips[numeric] = trips[numeric].astype(float)
+        vehicles = fast[:, 0].astype(str)
+        numbers = fast[:, 1:].astype(float)
+    else:
+        parsed = pd.DataFrame(_rows_parsed(path), columns=_COLUMNS)
+        vehicles = parsed["vehicle"].to_numpy().astype(str)
+        numbers = parsed[_COLUMNS[1:]].astype(float).to_numpy()
+    columns = dict(zip(_COLUMNS[1:], numbers.T, strict=True))
+    # vehicles loaded ahead of their departure but scheduled after the end are not due
+    due = columns["depart_delay_s"] >= 0
+    trips = {"vehicle": vehicles[due], **{name: col[due] for name, col in columns.items()}}
     trips["inserted"] = trips["depart_s"] >= 0
     trips["arrived"] = trips["arrival_s"] >= 0
-    # vehicles loaded ahead of their departure but scheduled after the end are not due
-    trips = trips[trips["depart_delay_s"] >= 0].reset_index(drop=True)
     trips["delay_s"] = trips["time_loss_s"] + trips["depart_delay_s"]
     trips["travel_time_s"] = trips["duration_s"] + trips["depart_delay_s"]
-    return trips
+    return pd.DataFrame(trips)
 
 
 def kpis(
