@@ -58,8 +58,10 @@ _FAST_ORDER = [0, 1, 2, 3, 4, 7, 6, 5]
 
 
 def _rows_fast(data: bytes) -> np.ndarray | None:
-    """Rows by pattern (a bytes table in ``_COLUMNS`` order), or None when the file
-    is not in SUMO's usual attribute order."""
+    """Rows by pattern, or None when the file is not in SUMO's usual attribute order.
+
+    The rows come as one table of bytes, its columns in ``_COLUMNS`` order.
+    """
     rows = _TRIPINFO.findall(data)
     if len(rows) != data.count(b"<tripinfo "):
         return None
