@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -85,3 +86,39 @@ def test_an_unknown_allocator_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(isolation.ALLOCATOR_VARIABLE, "hoard")
     with pytest.raises(SumoError, match="GREENPHASE_ALLOCATOR.*'hoard'"):
         isolation.allocator_library()
+
+
+@pytest.mark.parametrize("program", ["static", None])
+def test_an_isolated_episode_mirrors_the_in_process_one_step_by_step(program) -> None:
+    # under a program the child runs ahead and sends its states in batches; under
+    # external control it answers each step: either way the parent must see exactly
+    # what a simulation it drives itself sees (TraCI's: a fresh SUMO every time)
+    end = 25200 + 5 * (isolation.STREAM_BATCH + 7)
+    scenario = dataclasses.replace(networks.get("cologne3"), end=end)
+    seen = {}
+    for isolate in (True, False):
+        backend = "libsumo" if isolate else "traci"
+        sim = TrafficSimulation(scenario, program=program, backend=backend, isolate=isolate)
+        try:
+            steps = [sim.start(4)]
+            greens = []
+            rng = np.random.default_rng(0)
+            while not sim.done:
+                phases = None
+                if program is None:
+                    phases = [rng.integers(v.layout.num_phases) for v in sim.views]
+                steps.append(sim.step(phases))
+                greens.append([(v.green, v.time_in_phase) for v in sim.views])
+            seen[isolate] = (steps, greens, list(sim.queue_history), sim.finish().kpis)
+        finally:
+            sim.close()
+    (iso_steps, iso_greens, iso_queue, iso_kpis) = seen[True]
+    (own_steps, own_greens, own_queue, own_kpis) = seen[False]
+    assert len(iso_steps) == len(own_steps) == isolation.STREAM_BATCH + 8
+    for a, b in zip(iso_steps, own_steps, strict=True):
+        assert a.time == b.time
+        for field in ("queue", "occupancy", "speed", "count", "first_wait"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert iso_greens == own_greens
+    assert iso_queue == own_queue
+    assert iso_kpis == own_kpis
