@@ -117,6 +117,7 @@ class _Server:
 
     def __init__(self) -> None:
         env = preloading(allocator_library())
+        self.owner = os.getpid()  # a forked copy of this process neither uses nor stops it
         self.folder = Path(tempfile.mkdtemp(prefix="greenphase-fork-"))
         self.path = self.folder / "server.sock"
         # children start with what this process already uses (torch for learned policies)
@@ -141,6 +142,8 @@ class _Server:
 
     def stop(self) -> None:
         """Stop the server (its children end with their connections)."""
+        if os.getpid() != self.owner:
+            return  # inherited through a fork: the server belongs to the original process
         if self.process.poll() is None:
             assert self.process.stdin is not None
             self.process.stdin.close()
@@ -160,7 +163,7 @@ _SERVER: _Server | None = None
 
 def _server() -> _Server:
     global _SERVER
-    if _SERVER is None or _SERVER.process.poll() is not None:
+    if _SERVER is None or _SERVER.owner != os.getpid() or _SERVER.process.poll() is not None:
         _SERVER = _Server()
     return _SERVER
 

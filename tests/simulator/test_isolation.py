@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,19 @@ def test_an_isolated_episode_mirrors_the_in_process_one_step_by_step(program) ->
     assert iso_greens == own_greens
     assert iso_queue == own_queue
     assert iso_kpis == own_kpis
+
+
+def test_a_forked_copy_of_the_caller_leaves_the_original_server_alone() -> None:
+    scenario = dataclasses.replace(networks.get("cologne1"), end=25200 + 300)
+    before = run_episode(scenario, "fixed", 0).kpis
+    pid = os.fork()
+    if pid == 0:  # the copy: its own episode, then a normal exit with its exit handlers
+        code = 1
+        try:
+            code = 0 if run_episode(scenario, "fixed", 0).kpis == before else 3
+            atexit._run_exitfuncs()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert run_episode(scenario, "fixed", 0).kpis == before  # the original's server still serves
