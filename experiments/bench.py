@@ -314,7 +314,7 @@ def bench(
     walls: dict[str, list[float]] = {row: [] for row in measured}
     for r in range(repeats):
         for row in measured:
-            if row.startswith("sumo") and not row.startswith("sumo-rl"):
+            if row in ("sumo", ALLOCATOR_ROW):
                 wall = _time_sumo(scenario, row)
             else:
                 wall = _time_in_worker(row, scenario)

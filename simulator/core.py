@@ -276,13 +276,21 @@ class TrafficSimulation:
             raise RuntimeError("the simulation is not running: call start() first")
         if self.done:
             raise RuntimeError("the episode has ended: call start() for a new one")
+        checked = self._checked(phases) if self.program is None else None
         if self._child is not None:
-            if self.program is None:
-                self._child.send_phases(self._checked(phases))
+            if checked is not None:
+                self._child.send_phases(checked)
             return self._mirror(self._child.next_state())
+        return self.advance(checked)
+
+    def advance(self, phases: np.ndarray | None) -> Readings:
+        """:meth:`step` with greens already checked (None under a program).
+
+        For the child process of an isolated episode, whose parent checked them.
+        """
         now = self.time
-        if self.program is None:
-            for i, (inter, phase) in enumerate(zip(self._intersections, self._checked(phases))):
+        if phases is not None:
+            for i, (inter, phase) in enumerate(zip(self._intersections, phases)):
                 for when, state in inter.decide(int(phase), now):
                     heapq.heappush(self._events, (when, i, state))
         until = min(now + self.decision_interval, float(self.scenario.end))

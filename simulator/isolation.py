@@ -284,8 +284,8 @@ def _serve_child(conn: Connection, scenario: Any, options: dict[str, Any]) -> No
                     sim = TrafficSimulation(scenario, **options)
                 if command == "start":
                     _send_states(conn, [sim.pack_state(sim.start(arg))])
-                elif command == "step":
-                    _send_states(conn, [sim.pack_state(sim.step(arg))])
+                elif command == "step":  # the parent checked the phases
+                    _send_states(conn, [sim.pack_state(sim.advance(arg))])
                 elif command == "stream":
                     # a SUMO program drives the signals: run ahead, a batch of states at a time
                     _send_states(conn, [sim.pack_state(sim.start(arg))])
