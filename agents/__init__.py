@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from agents.base import Controller, ProgramController
 from agents.classic import SOTL, Actuated, FixedTime, MaxPressure, RandomPhase, Webster
-from agents.errors import CheckpointError, TrainedPolicyError, UnknownControllerError
+from agents.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainedPolicyError,
+    UnknownControllerError,
+)
 
 CLASSIC: dict[str, type[Controller]] = {
     c.name: c for c in (FixedTime, Webster, Actuated, MaxPressure, SOTL, RandomPhase)
@@ -52,6 +57,7 @@ def _imported_controller(name: str, module: str, attr: str) -> Controller:
 __all__ = [
     "CLASSIC",
     "CheckpointError",
+    "ConfigError",
     "TrainedPolicyError",
     "SOTL",
     "Actuated",

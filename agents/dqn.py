@@ -12,66 +12,42 @@ Q-learning", AAAI 2016).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from agents.learner import Learner
 from agents.models import SignalNetwork
-from agents.optim import (
-    ConfigError,
-    GradientStepper,
-    OptimConfig,
-    batch_size,
-    refuse_unknown,
-)
+from agents.optim import GradientStepper, OptimConfig, batch_size
+from agents.settings import Settings
 
 
-@dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(Settings):
     """Settings of the DQN learner."""
 
-    gamma: float = 0.9
+    section: ClassVar[str] = "dqn"
+
+    gamma: float = Field(default=0.9, ge=0, lt=1)
     """Discount per decision step."""
-    buffer_size: int = 50_000
+    buffer_size: int = Field(default=50_000, ge=1)
     """Transitions kept in the replay buffer (oldest dropped first)."""
-    learning_starts: int = 1_000
+    learning_starts: int = Field(default=1_000, ge=0)
     """Transitions collected before the first update."""
-    train_every: int = 1
+    train_every: int = Field(default=1, ge=1)
     """Decision steps between updates."""
-    target_every: int = 500
+    target_every: int = Field(default=500, ge=1)
     """Updates between copies of the online network into the target network."""
-    epsilon_start: float = 1.0
+    epsilon_start: float = Field(default=1.0, ge=0, le=1)
     """Exploration rate at the start."""
-    epsilon_end: float = 0.05
+    epsilon_end: float = Field(default=0.05, ge=0, le=1)
     """Exploration rate after the decay."""
-    exploration: float = 0.3
+    exploration: float = Field(default=0.3, gt=0, le=1)
     """Share of all decision steps over which the exploration rate decays."""
     double: bool = True
     """Double DQN: the online network picks the next action, the target network values it."""
-
-    def __post_init__(self) -> None:
-        checks = {
-            "gamma": 0 <= self.gamma < 1,
-            "buffer_size": self.buffer_size >= 1,
-            "learning_starts": self.learning_starts >= 0,
-            "train_every": self.train_every >= 1,
-            "target_every": self.target_every >= 1,
-            "epsilon_start": 0 <= self.epsilon_start <= 1,
-            "epsilon_end": 0 <= self.epsilon_end <= 1,
-            "exploration": 0 < self.exploration <= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"dqn.{name}: invalid value {getattr(self, name)!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DQNConfig:
-        """Build from a plain mapping; unknown keys are refused."""
-        refuse_unknown(cls, data, "dqn")
-        return cls(**data)
 
 
 class ReplayBuffer:
@@ -129,7 +105,41 @@ class ReplayBuffer:
         self.size, self.head = n, int(state["head"])
 
 
-class DQN:
+def epsilon_at(config: DQNConfig, steps: int, total_steps: int) -> float:
+    """The exploration rate after ``steps`` of the ``total_steps`` decision steps."""
+    progress = min(1.0, steps / (config.exploration * total_steps))
+    return config.epsilon_start + progress * (config.epsilon_end - config.epsilon_start)
+
+
+def epsilon_greedy(greedy: np.ndarray, phases: np.ndarray, epsilon: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """Each greedy phase replaced, with probability ``epsilon``, by one drawn below ``phases``."""
+    random = rng.random(len(greedy)) < epsilon
+    return np.where(random, rng.integers(0, phases), greedy)
+
+
+def update_due(config: DQNConfig, steps: int, stored: int) -> bool:
+    """Whether decision step ``steps`` updates, with ``stored`` transitions at hand."""
+    return steps % config.train_every == 0 and stored >= max(config.learning_starts, 1)
+
+
+def td_target(config: DQNConfig, reward: torch.Tensor, target_next: torch.Tensor,
+              online_next: torch.Tensor | None) -> torch.Tensor:
+    """``reward + gamma * Q(next state)``; phases are the last dimension of the scores.
+
+    With ``online_next`` (double DQN) the online network picks the next phase and the
+    target network values it; without, the target network's best value counts.
+    """
+    if online_next is not None:
+        best = online_next.argmax(dim=-1, keepdim=True)
+        next_q = target_next.gather(-1, best).squeeze(-1)
+    else:
+        next_q = target_next.max(dim=-1).values
+    # the horizon is a time limit, not a terminal state: always bootstrap
+    return reward + config.gamma * next_q
+
+
+class DQN(Learner):
     """The learner: acts epsilon-greedily, stores transitions, and updates the Q-network.
 
     Args:
@@ -155,28 +165,24 @@ class DQN:
     @property
     def epsilon(self) -> float:
         """Current exploration rate."""
-        c = self.config
-        progress = min(1.0, self.steps / (c.exploration * self.total_steps))
-        return c.epsilon_start + progress * (c.epsilon_end - c.epsilon_start)
+        return epsilon_at(self.config, self.steps, self.total_steps)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, agent: torch.Tensor, *, explore: bool) -> np.ndarray:
         """A phase per row: greedy, or random with probability epsilon when exploring."""
         scores, _ = self.net(obs, agent)
         action = scores.argmax(dim=1).numpy()
-        if explore:
-            random = self.rng.random(len(action)) < self.epsilon
-            phases = np.asarray(self.net.num_phases)[agent.numpy()]
-            action = np.where(random, self.rng.integers(0, phases), action)
-        return action
+        if not explore:
+            return action
+        phases = np.asarray(self.net.num_phases)[agent.numpy()]
+        return epsilon_greedy(action, phases, self.epsilon, self.rng)
 
     def observe(self, obs: torch.Tensor, agent: torch.Tensor, action: np.ndarray,
                 reward: np.ndarray, next_obs: torch.Tensor) -> list[dict[str, float]]:
         """Store one decision step's transitions; update when due. Returns the update logs."""
         self.buffer.add(obs.numpy(), agent.numpy(), action, reward, next_obs.numpy())
         self.steps += 1
-        due = self.steps % self.config.train_every == 0
-        if not due or self.buffer.size < max(self.config.learning_starts, 1):
+        if not update_due(self.config, self.steps, self.buffer.size):
             return []
         return [self.update()]
 
@@ -188,14 +194,8 @@ class DQN:
         q = scores.gather(1, batch["action"][:, None]).squeeze(1)
         with torch.no_grad():
             target_scores, _ = self.target(batch["next_obs"], batch["agent"])
-            if c.double:
-                online_next, _ = self.net(batch["next_obs"], batch["agent"])
-                best = online_next.argmax(dim=1, keepdim=True)
-                next_q = target_scores.gather(1, best).squeeze(1)
-            else:
-                next_q = target_scores.max(dim=1).values
-            # the horizon is a time limit, not a terminal state: always bootstrap
-            target = batch["reward"] + c.gamma * next_q
+            online_next = self.net(batch["next_obs"], batch["agent"])[0] if c.double else None
+            target = td_target(c, batch["reward"], target_scores, online_next)
         loss = F.smooth_l1_loss(q, target)
         log = self.stepper.step(loss)
         if self.stepper.updates % c.target_every == 0:
@@ -204,7 +204,6 @@ class DQN:
         log["epsilon"] = self.epsilon
         log["q_mean"] = float(q.detach().mean())
         return log
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly."""
         return {

@@ -11,3 +11,7 @@ class CheckpointError(ValueError):
 
 class TrainedPolicyError(ValueError):
     """A run that holds no usable policy, or one trained for another network."""
+
+
+class ConfigError(ValueError):
+    """A learner, optimiser or training setting is invalid; the one-line message names the key."""

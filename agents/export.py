@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from agents import checkpoint
+from agents.checkpoint import load as load_checkpoint
 from agents.errors import CheckpointError, TrainedPolicyError
 from agents.models import MASKED, SignalNetwork
-from agents.trained import load_policy
+from agents.policy import load_policy
 
 FORMATS = ("torchscript", "onnx")
 """Export formats."""
@@ -163,7 +163,7 @@ def calibration_observations(run: Path) -> torch.Tensor | None:
         if not path.is_file():
             continue
         try:
-            learner = checkpoint.load(path).get("learner")
+            learner = load_checkpoint(path).get("learner")
         except CheckpointError:
             continue
         if not isinstance(learner, dict):

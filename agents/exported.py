@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Controller
 from agents.export import (
     EDGE_FORMAT,
     EDGE_VERSION,
@@ -34,8 +33,7 @@ from agents.export import (
     ExportError,
     quiet_exporters,
 )
-from agents.trained import observation_of
-from simulator.observations import ObservationFunction
+from agents.policy import PolicyController, observation_of
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -131,23 +129,24 @@ def load_exported(path: str | Path, data: bytes | None = None) -> EdgeRuntime:
     return OnnxRuntime(data, path)
 
 
-class ExportedController(Controller):
+class ExportedController(PolicyController):
     """Acts with an exported policy file on the observations its metadata names."""
 
     name = "exported"
+    error = ExportError
+    made_for = "exported for"
+    sizes_of = "the export's"
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = self.source = Path(path)
         if not self.path.is_file():
             raise ExportError(f"exported policy not found: {self.path}")
         self._data = self.path.read_bytes()
         self.runtime = load_exported(self.path, self._data)
         self.meta = self.runtime.meta
         self.name = f"exported:{path}"  # type: ignore[misc]
-        self.observation: ObservationFunction = observation_of(self.meta, self.path)
+        self.observation = observation_of(self.meta, self.path)
         self.needs_exits = self.observation.needs_exits  # type: ignore[misc]
-        self._agents = np.zeros(0, dtype=np.int64)
-        self._sizes: list[int] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -158,27 +157,9 @@ class ExportedController(Controller):
         self.__dict__.update(state)
         self.runtime = load_exported(self.path, self._data)
 
-    def reset(self, views: Sequence[SignalView], seed: int) -> None:
-        """Check that the network is the one the policy was exported for."""
-        tls = [v.layout.tls_id for v in views]
-        if tls != list(self.meta["tls_ids"]):
-            raise ExportError(
-                f"{self.path} was exported for network {self.meta.get('network')!r} "
-                f"({len(self.meta['tls_ids'])} signals), not this one ({len(tls)} signals)"
-            )
-        self._sizes = [self.observation.space(v).shape[0] for v in views]
-        if self._sizes != list(self.meta["obs_dims"]):
-            raise ExportError(f"{self.path}: observation sizes differ from the export's")
-        self._agents = np.arange(len(views), dtype=np.int64)
-
     def act(self, views: Sequence[SignalView], readings: Readings, dt: float) -> np.ndarray:
         """The phase the exported policy picks at each intersection."""
-        flat = np.nan_to_num(self.observation.observe_all(views, readings), nan=0.0)
-        obs = np.zeros((len(views), int(self.meta["obs_size"])), dtype=np.float32)
-        start = 0
-        for i, size in enumerate(self._sizes):
-            obs[i, :size] = flat[start : start + size]
-            start += size
+        obs = self.padded(views, readings)
         # one intersection at a time, as its own device would decide: dynamic int8 scales
         # activations by the batch, and one signal's phase must not hang on another's detectors
         return np.concatenate([self.runtime(obs[i : i + 1], self._agents[i : i + 1])

@@ -3,13 +3,13 @@
 Every intersection is a :class:`Client` with its own copy of the network, its
 own replay buffer and its own optimiser, and learns only from its own
 detectors' transitions. Every ``local_episodes`` episodes each client sends
-its weights to the :class:`Server`, which averages them weighted by the
+its weights to the :class:`~agents.fedavg.Server`, which averages them weighted by the
 samples each client collected (FedAvg) and sends the average back. With
 ``proximal_mu > 0`` each client's loss gains ``mu/2 * ||w - w_global||^2``,
 which keeps it near the last global weights (FedProx).
 
 Only weights cross between a client and the server, never observations,
-rewards or transitions. :class:`Channel` is the one place where anything
+rewards or transitions. :class:`~agents.fedavg.Channel` is the one place where anything
 crosses (:meth:`FederatedDQN.exchange` is its one user): it serialises a
 state dict to bytes, counts them, and refuses any payload that is not
 exactly the model's tensors under the model's names.
@@ -20,6 +20,8 @@ one batched pass; each client's weights, target network, Adam moments,
 gradient clipping and replay buffer stay its own (a test checks that every
 client ends exactly where a DQN of its own, fed only its intersection's
 transitions, would). On roadside hardware each client would run alone.
+The exploration schedule and the double-DQN target are DQN's own
+(:mod:`agents.dqn`), taken over whole client batches.
 
 (McMahan et al., "Communication-Efficient Learning of Deep Networks from
 Decentralized Data", AISTATS 2017; Li et al., "Federated Optimization in
@@ -29,215 +31,49 @@ Heterogeneous Networks", MLSys 2020.)
 from __future__ import annotations
 
 import copy
-import dataclasses
-import io
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 from torch import nn
 
-from agents.dqn import DQNConfig, ReplayBuffer
+from agents.dqn import (
+    DQNConfig,
+    ReplayBuffer,
+    epsilon_at,
+    epsilon_greedy,
+    td_target,
+    update_due,
+)
+from agents.errors import ConfigError
+from agents.fedavg import WEIGHTINGS, Channel, Server, WeightUpdate
+from agents.learner import Learner
 from agents.models import MASKED, SignalNetwork
-from agents.optim import ConfigError, GradientStepper, OptimConfig, batch_size
-
-WEIGHTINGS = ("samples", "uniform")
-
-SAMPLE_COUNT_BYTES = 8
-"""Bytes of the sample count that travels beside each client's weights (one int64)."""
+from agents.optim import GradientStepper, OptimConfig, batch_size
+from agents.settings import Settings, one_of
 
 
-@dataclass(frozen=True)
-class FederatedConfig:
+class FederatedConfig(Settings):
     """How often clients synchronise and how the server averages them."""
 
-    local_episodes: int = 1
+    section: ClassVar[str] = "federated"
+
+    local_episodes: int = Field(default=1, ge=1)
     """Episodes each client trains on its own between two rounds (K); the run has
     ``episodes // local_episodes`` rounds."""
-    proximal_mu: float = 0.0
+    proximal_mu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """FedProx coefficient: ``mu/2 * ||w - w_global||^2`` joins each client's loss; 0 is FedAvg."""
-    weighting: str = "samples"
+    weighting: Annotated[str, AfterValidator(one_of(WEIGHTINGS))] = "samples"
     """``samples``: the average is weighted by each client's transitions in the round;
     ``uniform``: every client counts the same."""
-
-    def __post_init__(self) -> None:
-        if (not isinstance(self.local_episodes, int) or isinstance(self.local_episodes, bool)
-                or self.local_episodes < 1):
-            raise ConfigError(
-                f"federated.local_episodes must be an integer >= 1, got {self.local_episodes!r}"
-            )
-        if not 0 <= self.proximal_mu < math.inf:
-            raise ConfigError(
-                f"federated.proximal_mu must be >= 0 and finite, got {self.proximal_mu!r}"
-            )
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"federated.weighting: unknown {self.weighting!r}; "
-                              f"choose from {', '.join(WEIGHTINGS)}")
 
     def rounds(self, episodes: int) -> int:
         """Aggregation rounds in a run of ``episodes`` episodes."""
         return episodes // self.local_episodes
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FederatedConfig:
-        """Build from a plain mapping; unknown keys are refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"federated: unknown setting {key!r}; known: {', '.join(sorted(known))}"
-                )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field by name, as :meth:`from_dict` reads it."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class WeightUpdate:
-    """What one client sends the server at the end of a round."""
-
-    client: int
-    """Index of the client's intersection."""
-    weights: dict[str, torch.Tensor]
-    """The client's network state dict."""
-    samples: int
-    """Transitions the client collected this round (its weight in the average)."""
-
-
-class ChannelError(RuntimeError):
-    """A payload that is not exactly the model's weights (extra or missing keys, wrong shapes)."""
-
-
-class Channel:
-    """The only path between clients and the server: weights in, bytes counted, weights out.
-
-    Every payload is checked to hold exactly the reference model's state-dict
-    keys, each a tensor of the reference's shape and dtype, then serialised
-    with ``torch.save`` and read back with ``torch.load(weights_only=True)``,
-    as it would be on a real link. Observations, rewards and transitions have
-    no key to travel under.
-
-    Args:
-        reference: the state dict of the model whose weights may cross.
-    """
-
-    def __init__(self, reference: Mapping[str, torch.Tensor]) -> None:
-        self.layout = {k: (tuple(v.shape), v.dtype) for k, v in reference.items()}
-        self.bytes_up = 0
-        """Bytes sent by clients to the server so far."""
-        self.bytes_down = 0
-        """Bytes sent by the server to clients so far."""
-
-    @property
-    def bytes_total(self) -> int:
-        """Bytes exchanged in both directions so far."""
-        return self.bytes_up + self.bytes_down
-
-    def check(self, payload: Mapping[str, Any]) -> None:
-        """Refuse anything but the reference model's tensors under its parameter names.
-
-        Raises:
-            ChannelError: A key is missing or extra, or a value is not a tensor of the
-                reference's shape and dtype.
-        """
-        keys, expected = set(payload), set(self.layout)
-        if keys != expected:
-            extra, missing = sorted(keys - expected), sorted(expected - keys)
-            raise ChannelError(f"payload refused: extra keys {extra}, missing keys {missing}")
-        for key, value in payload.items():
-            if not isinstance(value, torch.Tensor):
-                raise ChannelError(f"payload refused: {key!r} is a {type(value).__name__}")
-            if (tuple(value.shape), value.dtype) != self.layout[key]:
-                raise ChannelError(
-                    f"payload refused: {key!r} has shape {tuple(value.shape)} {value.dtype}, "
-                    f"the model's is {self.layout[key][0]} {self.layout[key][1]}"
-                )
-
-    def transmit(self, payload: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-        """Send one payload over the link: check, serialise, deserialise, check again.
-
-        Returns:
-            The payload as the receiver reads it, and the bytes on the wire.
-        """
-        self.check(payload)
-        buffer = io.BytesIO()
-        # clone: a view would drag its whole storage onto the wire
-        torch.save({k: v.detach().clone() for k, v in payload.items()}, buffer)
-        wire = buffer.getvalue()
-        received = torch.load(io.BytesIO(wire), map_location="cpu", weights_only=True)
-        self.check(received)
-        return received, len(wire)
-
-    def upload(self, update: WeightUpdate) -> WeightUpdate:
-        """Client to server: the client's weights and its sample count."""
-        weights, size = self.transmit(update.weights)
-        self.bytes_up += size + SAMPLE_COUNT_BYTES
-        return WeightUpdate(int(update.client), weights, int(update.samples))
-
-    def download(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Server to one client: the global weights."""
-        received, size = self.transmit(weights)
-        self.bytes_down += size
-        return received
-
-    def state_dict(self) -> dict[str, int]:
-        """The byte counters."""
-        return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the byte counters."""
-        self.bytes_up, self.bytes_down = int(state["bytes_up"]), int(state["bytes_down"])
-
-
-class Server:
-    """Holds the global model and averages the clients' weights into it.
-
-    Args:
-        net: the global model (updated in place by :meth:`aggregate`).
-        weighting: ``samples`` (FedAvg) or ``uniform``.
-    """
-
-    def __init__(self, net: SignalNetwork, weighting: str = "samples") -> None:
-        self.net = net
-        self.weighting = weighting
-        self.rounds = 0
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The global model's state dict."""
-        return self.net.state_dict()
-
-    def aggregate(self, updates: list[WeightUpdate]) -> dict[str, torch.Tensor]:
-        """Average the clients' weights into the global model and return its new state dict.
-
-        Each floating tensor becomes ``sum_k n_k w_k / sum_k n_k`` with ``n_k``
-        the client's samples (or 1 each for ``uniform``, and when no client has
-        a sample); other tensors (the phase mask) are the same everywhere and
-        are kept.
-        """
-        if not updates:
-            raise ValueError("aggregate needs at least one client update")
-        counts = [float(u.samples) for u in updates]
-        if self.weighting == "uniform" or sum(counts) <= 0:
-            counts = [1.0] * len(updates)
-        total = sum(counts)
-        averaged: dict[str, torch.Tensor] = {}
-        for key, current in self.net.state_dict().items():
-            if not current.is_floating_point():
-                averaged[key] = current.clone()
-                continue
-            acc = torch.zeros_like(current, dtype=torch.float64)
-            for update, count in zip(updates, counts, strict=True):
-                acc += update.weights[key].to(torch.float64) * (count / total)
-            averaged[key] = acc.to(current.dtype)
-        self.net.load_state_dict(averaged)
-        self.rounds += 1
-        return self.weights()
 
 
 class ClientNetworks(nn.Module):
@@ -360,7 +196,7 @@ class Client:
         self.samples = int(state["samples"])
 
 
-class FederatedDQN:
+class FederatedDQN(Learner):
     """Federated double DQN over every intersection of a network, with DQN's learner interface.
 
     Each client acts from its own network, stores its own intersection's
@@ -387,11 +223,11 @@ class FederatedDQN:
                  optim: OptimConfig, total_steps: int, rng: np.random.Generator) -> None:
         n = len(net.obs_dims)
         self.config, self.optim, self.rng = config, optim, rng
-        self.dqn = dataclasses.replace(
-            dqn, buffer_size=max(1, dqn.buffer_size // n),
-            learning_starts=-(-dqn.learning_starts // n),
-        )
+        self.dqn = dqn.replace(buffer_size=max(1, dqn.buffer_size // n),
+                               learning_starts=-(-dqn.learning_starts // n))
         self.total_steps = max(1, total_steps)
+        self.net = net
+        """The global model (the server's, averaged in place)."""
         self.server = Server(net, config.weighting)
         self.channel = Channel(net.state_dict())
         self.online = ClientNetworks(net, n)
@@ -402,26 +238,23 @@ class FederatedDQN:
         self._anchor: list[torch.Tensor] = []  # FedProx's: the last global weights, stacked
         self.exchange(upload=False)  # every client starts from the global model
         # clipping is per client (below), so the stepper itself does not clip
-        self.stepper = GradientStepper(self.online, dataclasses.replace(optim, grad_clip=None),
+        self.stepper = GradientStepper(self.online, optim.replace(grad_clip=None),
                                        max(1, total_steps // self.dqn.train_every))
         self.stepper.optimizer.register_step_pre_hook(self._clip_per_client)
         self._norms = torch.zeros(n)
         self.steps = 0
         self.episodes = 0
-        self.episode_bytes = 0.0
-        """Bytes exchanged at the end of the last episode (0 when no round ended there)."""
-
-    @property
-    def net(self) -> SignalNetwork:
-        """The global model."""
-        return self.server.net
+        self._episode_bytes = 0.0
 
     @property
     def epsilon(self) -> float:
         """Current exploration rate (the clients step together)."""
-        c = self.dqn
-        progress = min(1.0, self.steps / (c.exploration * self.total_steps))
-        return c.epsilon_start + progress * (c.epsilon_end - c.epsilon_start)
+        return epsilon_at(self.dqn, self.steps, self.total_steps)
+
+    @property
+    def episode_bytes(self) -> float:
+        """Bytes exchanged at the end of the last episode (0 when no round ended there)."""
+        return self._episode_bytes
 
     def _global_stack(self) -> list[torch.Tensor]:
         """The global weights as every client's slice, in ``online.parameters()`` order."""
@@ -457,10 +290,8 @@ class FederatedDQN:
             scores, _ = self.net(obs, agent)
             return scores.argmax(dim=1).numpy()
         own = self.online(self._client_rows(obs, agent))[:, 0].argmax(dim=1).numpy()
-        action = own[agent.numpy()]
-        random = self.rng.random(len(action)) < self.epsilon
         phases = np.asarray(self.net.num_phases)[agent.numpy()]
-        return np.where(random, self.rng.integers(0, phases), action)
+        return epsilon_greedy(own[agent.numpy()], phases, self.epsilon, self.rng)
 
     def observe(self, obs: torch.Tensor, agent: torch.Tensor, action: np.ndarray,
                 reward: np.ndarray, next_obs: torch.Tensor) -> list[dict[str, float]]:
@@ -470,8 +301,7 @@ class FederatedDQN:
             self.clients[a].store(obs_np[i : i + 1], int(action[i]), float(reward[i]),
                                   next_np[i : i + 1])
         self.steps += 1
-        due = self.steps % self.dqn.train_every == 0
-        if not due or min(c.buffer.size for c in self.clients) < max(self.dqn.learning_starts, 1):
+        if not update_due(self.dqn, self.steps, min(c.buffer.size for c in self.clients)):
             return []
         return [self.update()]
 
@@ -483,14 +313,8 @@ class FederatedDQN:
         batch = {key: torch.stack([b[key] for b in batches]) for key in batches[0]}
         q = self.online(batch["obs"]).gather(2, batch["action"][..., None]).squeeze(2)
         with torch.no_grad():
-            target_scores = self.target(batch["next_obs"])
-            if c.double:
-                best = self.online(batch["next_obs"]).argmax(dim=2, keepdim=True)
-                next_q = target_scores.gather(2, best).squeeze(2)
-            else:
-                next_q = target_scores.max(dim=2).values
-            # the horizon is a time limit, not a terminal state: always bootstrap
-            target = batch["reward"] + c.gamma * next_q
+            online_next = self.online(batch["next_obs"]) if c.double else None
+            target = td_target(c, batch["reward"], self.target(batch["next_obs"]), online_next)
         # each client's own mean loss; their sum gives each client exactly its own gradient
         own = F.smooth_l1_loss(q, target, reduction="none").mean(dim=1)
         loss = own.sum()
@@ -504,12 +328,12 @@ class FederatedDQN:
                    q_mean=float(q.detach().mean()))
         return log
 
-    def end_episode(self) -> list[dict[str, float]]:
+    def end_of_episode(self) -> list[dict[str, float]]:
         """Count the episode; every ``local_episodes`` episodes, run a round."""
         self.episodes += 1
-        self.episode_bytes = 0.0
+        self._episode_bytes = 0.0
         if self.episodes % self.config.local_episodes == 0:
-            self.episode_bytes = float(self.exchange(upload=True))
+            self._episode_bytes = float(self.exchange(upload=True))
         return []
 
     def exchange(self, *, upload: bool) -> int:

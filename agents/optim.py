@@ -13,16 +13,18 @@ so its state is plain numbers and survives ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import AfterValidator, Field, model_validator
 from torch.optim import lr_scheduler
+
+from agents.errors import ConfigError
+from agents.settings import Settings, one_of
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup-cosine")
@@ -36,150 +38,63 @@ LOSS_FLOOR = 1.0
 """Floor of the median in the explosion check, so losses that converge to zero never alarm."""
 
 
-class ConfigError(ValueError):
-    """An optimisation setting is invalid; the one-line message names the field and value."""
-
-
 class DivergenceError(RuntimeError):
     """Training diverged (a NaN or infinite loss or gradient, or an exploding loss)."""
 
 
-def refuse_unknown(cls: type, data: Mapping[str, Any], section: str) -> None:
-    """Raise :class:`ConfigError` naming the first key of ``data`` that ``cls`` has no field for."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(
-                f"{section}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
-            )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Settings):
     """How a policy's weights are updated: optimizer, schedule, batching and regularisation."""
 
-    optimizer: str = "adam"
+    section: ClassVar[str] = "optim"
+
+    optimizer: Annotated[str, AfterValidator(one_of(OPTIMIZERS))] = "adam"
     """One of :data:`OPTIMIZERS`: plain ``sgd``, SGD with ``momentum`` or ``nesterov``
     momentum, ``adam``, ``adamw`` (decoupled weight decay) or ``rmsprop``."""
-    lr: float = 1e-3
+    lr: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
     """Initial (peak, for ``warmup-cosine``) learning rate; > 0."""
-    momentum: float = 0.9
+    momentum: float = Field(default=0.9, ge=0, lt=1)
     """Momentum of ``momentum``, ``nesterov`` and ``rmsprop``, in [0, 1); > 0 for the SGD
     momentum optimizers. Ignored by ``sgd``, ``adam`` and ``adamw``."""
-    weight_decay: float = 0.0
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """L2 coefficient, torch's ``weight_decay``: added to the gradient, except for ``adamw``
     where the weights shrink by ``lr * weight_decay`` each update (decoupled); >= 0."""
-    l1: float = 0.0
+    l1: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """L1 coefficient: ``l1 * sum(|w|)`` over weight matrices (not biases) joins the loss; >= 0."""
-    schedule: str = "constant"
+    schedule: Annotated[str, AfterValidator(one_of(SCHEDULES))] = "constant"
     """One of :data:`SCHEDULES`; update ``k`` (from 0) uses ``lr`` times a factor of ``k``."""
-    step_size: int = 1000
+    step_size: int = Field(default=1000, ge=1)
     """Updates between decays for ``step``; >= 1."""
-    gamma: float = 0.5
+    gamma: float = Field(default=0.5, gt=0, le=1)
     """Factor for ``step``: update ``k`` uses ``lr * gamma ** (k // step_size)``; in (0, 1]."""
-    decay: float = 0.999
+    decay: float = Field(default=0.999, gt=0, le=1)
     """Per-update factor for ``exponential``: update ``k`` uses ``lr * decay ** k``; in (0, 1]."""
-    warmup: int = 100
+    warmup: int = Field(default=100, ge=0)
     """Warm-up updates for ``warmup-cosine``: the learning rate rises linearly from
     ``lr * warmup_start_factor`` towards ``lr``, then follows a cosine; >= 0."""
-    warmup_start_factor: float = 0.01
+    warmup_start_factor: float = Field(default=0.01, gt=0, le=1)
     """Fraction of ``lr`` that the ``warmup-cosine`` warm-up starts from; in (0, 1]."""
-    min_lr: float = 0.0
+    min_lr: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Floor the ``cosine`` and ``warmup-cosine`` schedules end at; in [0, lr]."""
-    batch_mode: str = "mini"
+    batch_mode: Annotated[str, AfterValidator(one_of(BATCH_MODES))] = "mini"
     """One of :data:`BATCH_MODES`: ``full`` (all samples), ``mini`` (``batch_size``) or
     ``stochastic`` (one sample)."""
-    batch_size: int = 64
+    batch_size: int = Field(default=64, ge=1)
     """Samples per update for ``mini``; >= 1."""
-    grad_clip: float | None = 10.0
+    grad_clip: float | None = Field(default=10.0, gt=0)
     """Largest global gradient norm (L2 over all parameters); ``None`` or ``inf`` (TOML has
     no null) for no clipping; > 0."""
-    explode_factor: float = 1e4
+    explode_factor: float = Field(default=1e4, gt=1)
     """A loss counts as exploding when ``|loss|`` exceeds this times the median ``|loss|`` of the
     last :data:`LOSS_WINDOW` updates (floored at :data:`LOSS_FLOOR`); > 1, ``inf`` to never."""
 
-    def __post_init__(self) -> None:
-        for name in ("optimizer", "schedule", "batch_mode"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name}={getattr(self, name)!r}: must be a string")
-        for name, choices in (
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-            ("batch_mode", BATCH_MODES),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)!r}: unknown, choose one of {', '.join(choices)}"
-                )
-        for name in ("step_size", "warmup", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name}={value!r}: must be an integer")
-        for name in (
-            "lr",
-            "momentum",
-            "weight_decay",
-            "l1",
-            "gamma",
-            "decay",
-            "warmup_start_factor",
-            "min_lr",
-            "explode_factor",
-        ):
-            if not _is_number(getattr(self, name)):
-                raise ConfigError(f"{name}={getattr(self, name)!r}: must be a number")
-        if self.grad_clip is not None and not _is_number(self.grad_clip):
-            raise ConfigError(f"grad_clip={self.grad_clip!r}: must be a number or None")
-
-        # Written as `not (ok)` so that NaN fails every check.
-        checks: tuple[tuple[str, bool, str], ...] = (
-            ("lr", 0 < self.lr < math.inf, "must be > 0 and finite"),
-            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
-            ("weight_decay", 0 <= self.weight_decay < math.inf, "must be >= 0 and finite"),
-            ("l1", 0 <= self.l1 < math.inf, "must be >= 0 and finite"),
-            ("step_size", self.step_size >= 1, "must be >= 1"),
-            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
-            ("decay", 0 < self.decay <= 1, "must be in (0, 1]"),
-            ("warmup", self.warmup >= 0, "must be >= 0"),
-            ("warmup_start_factor", 0 < self.warmup_start_factor <= 1, "must be in (0, 1]"),
-            ("min_lr", 0 <= self.min_lr < math.inf, "must be >= 0 and finite"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("explode_factor", self.explode_factor > 1, "must be > 1 (inf: never)"),
-        )
-        for name, ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip={self.grad_clip!r}: must be > 0 (None: no clipping)")
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimConfig:
         if self.optimizer in ("momentum", "nesterov") and self.momentum == 0:
-            raise ConfigError(f"momentum=0: must be > 0 for optimizer {self.optimizer!r}")
+            raise ValueError(f"momentum must be > 0 for optimizer {self.optimizer!r}")
         if self.schedule in ("cosine", "warmup-cosine") and self.min_lr > self.lr:
-            raise ConfigError(
-                f"min_lr={self.min_lr!r}: must not exceed lr={self.lr!r} for a cosine schedule"
-            )
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> OptimConfig:
-        """Build from a plain mapping (a spec's ``[optim]`` table); missing keys take defaults.
-
-        Raises:
-            ConfigError: A key is not a field, or a value is invalid.
-        """
-        fields = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in fields:
-                raise ConfigError(
-                    f"{key}: unknown optimisation setting, known: {', '.join(fields)}"
-                )
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field by name, as :meth:`from_dict` reads it."""
-        return dataclasses.asdict(self)
+            raise ValueError(f"min_lr ({self.min_lr!r}) must not exceed lr ({self.lr!r}) "
+                             "for a cosine schedule")
+        return self
 
 
 def describe(cfg: OptimConfig) -> str:
@@ -214,7 +129,7 @@ def describe(cfg: OptimConfig) -> str:
         regularisation.append(f"wd={cfg.weight_decay:g}")
     if cfg.l1 > 0:
         regularisation.append(f"l1={cfg.l1:g}")
-    default_clip = OptimConfig.grad_clip
+    default_clip = OptimConfig.model_fields["grad_clip"].default
     if cfg.grad_clip is None or math.isinf(cfg.grad_clip):
         regularisation.append("no clip")
     elif cfg.grad_clip != default_clip:
@@ -313,12 +228,8 @@ def batch_size(cfg: OptimConfig, available: int) -> int:
     """
     if available < 1:
         raise ValueError(f"available={available}: no samples to draw a batch from")
-    match cfg.batch_mode:
-        case "full":
-            return available
-        case "mini":
-            return min(cfg.batch_size, available)
-    return 1
+    sizes = {"full": available, "mini": min(cfg.batch_size, available)}
+    return sizes.get(cfg.batch_mode, 1)  # stochastic: one sample
 
 
 class GradientStepper:

@@ -9,64 +9,41 @@ Estimation", ICLR 2016.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.distributions import Categorical
 
+from agents.learner import Learner
 from agents.models import SignalNetwork
-from agents.optim import (
-    ConfigError,
-    GradientStepper,
-    OptimConfig,
-    batch_size,
-    refuse_unknown,
-)
+from agents.optim import GradientStepper, OptimConfig, batch_size
+from agents.settings import Settings
 
 
-@dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(Settings):
     """Settings of the PPO learner."""
 
-    gamma: float = 0.95
+    section: ClassVar[str] = "ppo"
+
+    gamma: float = Field(default=0.95, ge=0, lt=1)
     """Discount per decision step."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
     """GAE's lambda: bias against variance of the advantage."""
-    clip: float = 0.2
+    clip: float = Field(default=0.2, gt=0, lt=1)
     """Clipping range of the probability ratio."""
-    epochs: int = 4
+    epochs: int = Field(default=4, ge=1)
     """Passes over each batch of episodes."""
-    value_coef: float = 0.5
+    value_coef: float = Field(default=0.5, ge=0)
     """Weight of the value loss."""
-    entropy_coef: float = 0.01
+    entropy_coef: float = Field(default=0.01, ge=0)
     """Weight of the entropy bonus."""
-    episodes_per_update: int = 1
+    episodes_per_update: int = Field(default=1, ge=1)
     """Episodes collected before each round of updates."""
 
-    def __post_init__(self) -> None:
-        checks = {
-            "gamma": 0 <= self.gamma < 1,
-            "gae_lambda": 0 <= self.gae_lambda <= 1,
-            "clip": 0 < self.clip < 1,
-            "epochs": self.epochs >= 1,
-            "value_coef": self.value_coef >= 0,
-            "entropy_coef": self.entropy_coef >= 0,
-            "episodes_per_update": self.episodes_per_update >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"ppo.{name}: invalid value {getattr(self, name)!r}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
-        """Build from a plain mapping; unknown keys are refused."""
-        refuse_unknown(cls, data, "ppo")
-        return cls(**data)
-
-
-class PPO:
+class PPO(Learner):
     """The learner: samples phases from the policy, and updates after whole episodes.
 
     Args:
@@ -112,7 +89,7 @@ class PPO:
         self.steps += 1
         return []
 
-    def end_episode(self) -> list[dict[str, float]]:
+    def end_of_episode(self) -> list[dict[str, float]]:
         """Close the episode's trajectories; update once enough episodes are in."""
         if not self._episode:
             return []

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -360,4 +360,47 @@ def format_table(result: dict[str, Any]) -> Table:
     table.add_column("ratio to SUMO", justify="right")
     for row in result["rows"]:
         table.add_row(row["name"], f"{row['wall_s']:.3f}", f"{row['ratio_to_sumo']:.2f}")
+    return table
+
+
+def bench_sweep(
+    folder: Path, *, network: str | None = None, runs: int | None = None,
+    workers: Sequence[int] | None = None, memory: bool = False, repeats: int = 1,
+    horizon_s: int | None = None, progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Sweep scaling over worker counts, or with ``memory`` peak memory over a long sweep.
+
+    Args:
+        folder: The scratch folder the sweeps write into.
+        network: The network (default ``grid4x4``; ``cologne1`` for memory).
+        runs: Runs per sweep (default 8; 100 for memory).
+        workers: Worker counts to time (default 1 and 2); for memory, the first is the
+            pool's size (default: the CPU cores).
+        memory: Measure peak memory (:func:`experiments.sweep.memory`) instead of the
+            scaling (:func:`experiments.sweep.scaling`).
+        repeats: Timings per worker count, interleaved (scaling only).
+        horizon_s: Simulated seconds per run (default: the network's).
+        progress: Called with a line of text as the measurement goes on.
+    """
+    from experiments.sweep import memory as sweep_memory
+    from experiments.sweep import scaling
+
+    if memory:
+        return sweep_memory(folder, network=network or "cologne1", runs=runs or 100,
+                            workers=workers[0] if workers else None, horizon_s=horizon_s,
+                            progress=progress)
+    return scaling(folder, network=network or "grid4x4", runs=runs or 8,
+                   workers=tuple(workers or (1, 2)), repeats=repeats, horizon_s=horizon_s,
+                   progress=progress)
+
+
+def format_sweep_table(result: dict[str, Any]) -> Table:
+    """The result of :func:`bench_sweep` as a table: one column per measured quantity."""
+    load = f", load {result['load_avg_1m']}" if "load_avg_1m" in result else ""
+    table = Table(title=f"{result['network']}: {result['runs']} runs{load}")
+    columns = list(result["rows"][0]) if result["rows"] else []
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in result["rows"]:
+        table.add_row(*(str(row[c]) for c in columns))
     return table

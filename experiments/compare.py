@@ -1,8 +1,15 @@
-"""Comparing controllers on one scenario: same demand, same seeds, same horizon for each."""
+"""Comparing controllers on one scenario: same demand, same seeds, same horizon for each.
+
+A comparison is an experiment of one point (:func:`experiment_of`) run through the one
+pipeline (:func:`experiments.sweep.execute`) into the one results layout, plus the files
+``compare`` has always written: ``metrics.parquet`` (one row per controller and seed),
+``summary.json`` (the ``compare --json`` document), ``trips.parquet``,
+``plots/delay.png`` and ``log.txt``.
+"""
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,23 +18,22 @@ from typing import Any
 
 import pandas as pd
 
+import networks
 from agents import make_controller
-from experiments import results
-from experiments.runner import RunResult, run_episode
-from experiments.stats import mean_ci95
-from networks import Scenario
+from experiments import layout, results, store
+from experiments.executor import Executor, InProcessExecutor, SweepError
+from experiments.spec import Demand, Experiment, Sensors, Signals, Sweep
+from experiments.summary import REFERENCE, SUMMARY_KPIS, records, summarize
+from experiments.sweep import execute
+from networks import NetworkError, Scenario
 from simulator.metrics import KPI_NAMES
+from simulator.options import SimulationOptions
 
-REFERENCE = "fixed"
-"""The controller every other is measured against."""
+__all__ = ["REFERENCE", "SUMMARY_KPIS", "Comparison", "compare", "document", "experiment_of",
+           "plot_delay", "summary_of", "validate_controllers"]
 
-SUMMARY_KPIS = (
-    "mean_delay_s",
-    "mean_travel_time_s",
-    "mean_waiting_time_s",
-    "throughput_veh_h",
-    "mean_queue_veh",
-)
+COUNTS = ("vehicles", "unfinished", "not_inserted")
+"""KPIs that count vehicles: integers in the ``runs`` rows."""
 
 
 @dataclass(frozen=True)
@@ -42,28 +48,14 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """The ``compare --json`` document of DESIGN.md."""
-        runs = [
-            {k: _plain(v) for k, v in row.items()} for row in self.runs.to_dict("records")
-        ]
-        summary = [
-            {k: _plain(v) for k, v in row.items()} for row in self.summary.to_dict("records")
-        ]
-        return {
-            "network": self.scenario.name,
-            "begin_s": self.scenario.begin,
-            "end_s": self.scenario.end,
-            "runs": runs,
-            "summary": summary,
-        }
+        return document(self.scenario, self.runs, self.summary)
 
 
-def _plain(value: Any) -> Any:
-    """NumPy scalars as Python numbers; NaN as None (JSON has no NaN)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+def document(scenario: Scenario, runs: pd.DataFrame, summary: pd.DataFrame,
+             **more: Any) -> dict[str, Any]:
+    """A ``--json`` document: the scenario, ``more``, then the runs and their summary."""
+    return {"network": scenario.name, "begin_s": scenario.begin, "end_s": scenario.end,
+            **more, "runs": records(runs), "summary": records(summary)}
 
 
 def validate_controllers(names: Sequence[str]) -> list[str]:
@@ -78,94 +70,121 @@ def validate_controllers(names: Sequence[str]) -> list[str]:
     return [REFERENCE, *names]
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% CI over seeds for each controller, and delay versus fixed timing in %."""
-    rows = []
-    for controller, group in runs.groupby("controller", sort=False):
-        row: dict[str, Any] = {"controller": controller, "seeds": len(group)}
-        for kpi in SUMMARY_KPIS:
-            mean, ci = mean_ci95(group[kpi].tolist())
-            row[kpi] = mean
-            row["ci95_" + kpi.removeprefix("mean_")] = ci
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    ref = summary.loc[summary["controller"] == REFERENCE, "mean_delay_s"]
-    if len(ref) and ref.iloc[0] > 0:
-        summary["delay_vs_fixed_pct"] = (summary["mean_delay_s"] / ref.iloc[0] - 1.0) * 100.0
-    else:
-        summary["delay_vs_fixed_pct"] = float("nan")
+def experiment_of(scenario: Scenario, controllers: Sequence[str], seeds: Sequence[int],
+                  options: SimulationOptions | None = None, *, name: str = "compare",
+                  trips: bool = True, training: Any = None) -> Experiment:
+    """The experiment of one scenario, controllers, seeds and simulation settings.
+
+    A registered network is named; a net of the user's own is given by its files.
+    ``training`` is a TrainSpec for learned controllers.
+
+    Raises:
+        ValueError: Settings a spec cannot hold (a teleport time or extra SUMO arguments).
+    """
+    options = options or SimulationOptions()
+    if options.sumo_args or options.time_to_teleport != SimulationOptions().time_to_teleport:
+        raise ValueError("an experiment takes no teleport time or extra SUMO arguments")
+    where: dict[str, Any] = {"net": str(scenario.net_file),
+                             "routes": tuple(str(r) for r in scenario.route_files)}
+    with contextlib.suppress(NetworkError):
+        registered = networks.get(scenario.name)
+        if Path(registered.net_file).resolve() == Path(scenario.net_file).resolve():
+            where = {"network": scenario.name}
+    return Experiment(
+        name=name, **where, begin=scenario.begin, end=scenario.end,
+        controllers=tuple(controllers), seeds=tuple(seeds), trips=trips,
+        demand=Demand(scale=options.demand_scale),
+        signals=Signals(decision_interval=options.decision_interval,
+                        min_green=options.min_green, max_green=options.max_green),
+        sensors=Sensors(detector_length=options.detector_length, first_wait=options.first_wait,
+                        faults=options.faults, cleaning=options.cleaning),
+        training=training,
+    )
+
+
+def summary_of(runs: pd.DataFrame) -> pd.DataFrame:
+    """The summary over seeds as ``compare`` shows it: one row per controller."""
+    summary = summarize(runs)
     first = ["controller", "seeds", "mean_delay_s", "ci95_delay_s", "delay_vs_fixed_pct"]
-    return summary[first + [c for c in summary.columns if c not in first]]
+    for kpi in SUMMARY_KPIS[1:]:
+        first += [kpi, "ci95_" + kpi.removeprefix("mean_")]
+    return summary[first].reset_index(drop=True)
+
+
+def runs_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """Store rows as ``compare``'s runs: controller, seed, the KPIs and the wall time."""
+    runs = rows[["controller", "seed", *KPI_NAMES, "wall_s"]].reset_index(drop=True)
+    return runs.astype(dict.fromkeys(COUNTS, "int64"))
 
 
 def compare(
     scenario: Scenario,
     controllers: Sequence[str],
     seeds: Sequence[int],
+    options: SimulationOptions | None = None,
     *,
+    folder: Path | None = None,
+    executor: Executor | None = None,
+    kind: str = "compare",
     on_step: Callable[[str, int, float], None] | None = None,
-    **run_options: Any,
-) -> tuple[Comparison, list[RunResult]]:
-    """Run every controller with every seed on the scenario; the same seeds for each."""
-    finished: list[RunResult] = []
-    for controller in controllers:
-        for seed in seeds:
-            hook = None
-            if on_step is not None:
-                hook = (lambda c, s: lambda t: on_step(c, s, t))(controller, seed)
-            finished.append(run_episode(scenario, controller, seed, on_step=hook, **run_options))
-    runs = pd.DataFrame([r.row() for r in finished])
-    runs = runs[["controller", "seed", *KPI_NAMES, "wall_s"]]
-    return Comparison(scenario, runs, summarize(runs)), finished
+) -> Comparison:
+    """Run every controller with every seed on the scenario; the same seeds for each.
+
+    Args:
+        scenario: The network, demand and horizon.
+        controllers: Controller names, the reference first (:func:`validate_controllers`).
+        seeds: SUMO seeds.
+        options: How the scenario is simulated.
+        folder: The results folder (default: a temporary one, removed at the end); a
+            comparison already there is replaced.
+        executor: Where the runs run (default: one after another in this process).
+        kind: ``compare`` or ``evaluate``, as the manifest names it.
+        on_step: Called with (controller, seed, simulated time) after each decision step
+            (in this process only).
+
+    Raises:
+        SweepError: The folder holds a sweep.
+        experiments.results.OutputError: The folder cannot be written.
+        Exception: A run that fails in this process raises its error.
+    """
+    # the folder names the experiment, as it titles the folder's report
+    name = (Path(folder).resolve().name if folder is not None else "") or kind
+    plan = Sweep(experiment_of(scenario, controllers, seeds, options, name=name))
+    if executor is None:
+        hook = None if on_step is None else (lambda u, t: on_step(u.controller, u.seed, t))
+        executor = InProcessExecutor(on_step=hook, raise_errors=True)
+    started = time.perf_counter()
+    with results.folder_or_temporary(folder, "compare") as where:
+        result = execute(plan, where, executor=executor, retries=0, kind=kind,
+                         overwrite=layout.replaces(where, ("compare", "evaluate")))
+        if result.failures:
+            failure = result.failures[0]
+            raise SweepError(f"{failure['controller']} seed {failure['seed']} failed: "
+                             f"{failure['error']}")
+        comparison = Comparison(scenario, runs_of(result.runs), summary_of(result.runs))
+        log = (f"greenphase {kind}: {len(comparison.runs)} runs in "
+               f"{time.perf_counter() - started:.1f} s on {result.workers} {result.backend} "
+               "worker(s)\n")
+        if folder is not None:
+            write(comparison, result.runs, where, log=log)
+    return comparison
 
 
-def spec_of(scenario: Scenario, controllers: Sequence[str], seeds: Sequence[int],
-            options: dict[str, Any]) -> dict[str, Any]:
-    """The resolved experiment, as written to ``spec.toml``."""
-    return {
-        "command": "compare",
-        "network": scenario.name,
-        "net_file": str(scenario.net_file),
-        "route_files": [str(r) for r in scenario.route_files],
-        "begin": scenario.begin,
-        "end": scenario.end,
-        "controllers": list(controllers),
-        "seeds": list(seeds),
-        "simulation": options,
-    }
-
-
-def write(
-    comparison: Comparison,
-    finished: Sequence[RunResult],
-    folder: Path,
-    spec: dict[str, Any],
-    *,
-    trips: bool = True,
-    log: str = "",
-) -> Path:
-    """Write the results layout: spec.toml, metrics.parquet, summary.json, trips, plots, log."""
-    results.write_text(folder / "spec.toml", results.to_toml(spec))
+def write(comparison: Comparison, rows: pd.DataFrame, folder: Path, *, log: str = "") -> Path:
+    """Write compare's own files beside the store: metrics, summary, trips, plot, log."""
     results.write_parquet(folder / "metrics.parquet", comparison.runs)
-    if trips:
-        frames = [r.trips.assign(controller=r.controller, seed=r.seed) for r in finished]
-        results.write_parquet(folder / "trips.parquet", pd.concat(frames, ignore_index=True))
-    doc = comparison.to_json()
-    doc["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    results.write_json(folder / "summary.json", doc)
+    frames = [store.read_trips(folder, r["trips"]) for r in rows.to_dict("records")]
+    kept = [f.assign(controller=r["controller"], seed=r["seed"])
+            for f, r in zip(frames, rows.to_dict("records")) if f is not None]
+    if kept:
+        results.write_parquet(folder / "trips.parquet", pd.concat(kept, ignore_index=True))
     plot_delay(comparison, folder / "plots" / "delay.png")
-    if log:
-        results.write_text(folder / "log.txt", log)
-    return folder
+    return results.write_summary(folder, comparison.to_json(), log)
 
 
 def plot_delay(comparison: Comparison, path: Path) -> Path:
     """Bar chart of mean delay per controller with its 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = results.pyplot()
     s = comparison.summary
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     ax.bar(s["controller"], s["mean_delay_s"], yerr=s["ci95_delay_s"], capsize=4,
@@ -174,7 +193,4 @@ def plot_delay(comparison: Comparison, path: Path) -> Path:
     sc = comparison.scenario
     ax.set_title(f"{sc.name}, {sc.begin}-{sc.end} s, {int(s['seeds'].max())} seeds (95% CI)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return results.save_figure(fig, path)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -125,6 +126,12 @@ class Verdict:
         state = "passed" if self.passed else "FAILED"
         return (f"gate {state}: {self.controller} on {panel_name(self.network, self.cell)}: "
                 f"{self.gate.metric} = {value} (needs {self.gate.op} {self.gate.threshold:g})")
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict in a ``--json`` document: no value is ``null``."""
+        return {"gate": self.gate.text, "network": self.network, "cell": self.cell,
+                "controller": self.controller,
+                "value": None if math.isnan(self.value) else self.value, "passed": self.passed}
 
 
 def check(gates: Iterable[Gate], summary: pd.DataFrame) -> list[Verdict]:

@@ -3,17 +3,10 @@
 A replay is an ordinary episode (:func:`experiments.runner.run_episode`)
 through TraCI with the GUI switched on; the GUI only watches, so a replay's
 figures equal those of the headless run with the same controller and seed.
-
-:func:`plan` reads what to replay from a run directory:
-
-- a training run (``checkpoints/``): its policy, ``trained:RUN``, on the network
-  it was trained on (``spec.toml``, else the checkpoint's metadata);
-- a ``compare`` results folder (``spec.toml`` with ``command = "compare"``): its
-  network, and the controller that ``controller`` picks among those compared;
-
-or, without a run directory, a scenario and a controller by name.
-:func:`replay` runs it in sumo-gui, vehicles coloured by waiting time, or
-headless under a virtual display, saving screenshots at chosen simulated times.
+What to replay comes from :func:`plan` (:mod:`experiments.replay_plan`): a training
+run, a results folder, or a network and a controller by name. :func:`replay` runs it
+in sumo-gui, vehicles coloured by waiting time, or headless under a virtual display,
+saving screenshots at chosen simulated times.
 """
 
 from __future__ import annotations
@@ -26,22 +19,17 @@ import os
 import shutil
 import sys
 import tempfile
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-import networks
-from agents import make_controller
 from experiments import results
 from experiments.display import DisplayError, display
+from experiments.replay_plan import Replay, ReplayError, plan
 from experiments.runner import run_episode
-from networks import NetworkError, Scenario
 from simulator import TrafficSimulation
+from simulator.options import SimulationOptions
 from simulator.sumo import sumo_binary, sumo_home
 
 VIEW = "View #0"
@@ -56,34 +44,8 @@ WAITING_TIME_MODE = 10
 """sumo-gui's index of the vehicle colouring "by waiting time" (SUMO 1.28; checked by a test)."""
 
 
-class ReplayError(ValueError):
-    """A run that cannot be replayed as asked; the message is one line."""
-
-
 class GuiClosedError(RuntimeError):
     """sumo-gui went away (its window was closed) before the replay's end."""
-
-
-@dataclass(frozen=True)
-class Replay:
-    """What a replay runs: the scenario, controller, seed and signal timing of one run."""
-
-    scenario: Scenario
-    """Network, demand and horizon."""
-    controller: str
-    """Controller name (``fixed``, ``max-pressure``, ``trained:RUN``, ...)."""
-    seed: int = 0
-    """SUMO seed."""
-    decision_interval: float = 5.0
-    """Seconds between decisions."""
-    min_green: float = 5.0
-    """Shortest green in seconds."""
-    max_green: float = 50.0
-    """Longest green in seconds."""
-    run: Path | None = None
-    """The run directory it comes from, if any."""
-    measured: dict[str, float] | None = None
-    """The KPIs the run recorded for this controller, seed and horizon, if it has them."""
 
 
 @dataclass(frozen=True)
@@ -96,166 +58,6 @@ class ReplayResult:
     """PNG files written, in the order of their times."""
     end: int
     """Simulated time at which the replay stopped."""
-
-
-# ---------------------------------------------------------------- planning
-def _read_spec(run: Path) -> dict[str, Any]:
-    path = run / "spec.toml"
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ReplayError(f"{path}: unreadable spec ({reason})") from None
-
-
-def _scenario_of(spec: dict[str, Any], where: Path) -> Scenario:
-    """The scenario a run's ``spec.toml`` names: a registered network, else its own files."""
-    name = spec.get("network")
-    if not isinstance(name, str):
-        raise ReplayError(f"{where}/spec.toml names no network")
-    begin, end = spec.get("begin"), spec.get("end")
-    net_file = spec.get("net_file")
-    with contextlib.suppress(NetworkError):
-        registered = networks.get(name)
-        # a user's net may share a registered name: the files decide
-        if net_file is None or not Path(net_file).is_file() or _same_file(
-                registered.net_file, Path(net_file)):
-            return dataclasses.replace(
-                registered,
-                begin=registered.begin if begin is None else int(begin),
-                end=registered.end if end is None else int(end),
-            )
-    if not net_file:
-        raise ReplayError(f"{where}: network {name!r} is not registered and the spec has no net")
-    return networks.from_files(net_file, spec.get("route_files") or [], begin, end)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
-
-
-def _same_network(a: Scenario, b: Scenario) -> bool:
-    return a.name == b.name or _same_file(a.net_file, b.net_file)
-
-
-def _is_training_run(run: Path) -> bool:
-    if run.is_file():
-        return run.suffix == ".pt"
-    return any((run / "checkpoints" / name).is_file() for name in ("best.pt", "last.pt"))
-
-
-def _measured(run: Path, controller: str, seed: int) -> dict[str, float] | None:
-    path = run / "metrics.parquet"
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError):
-        return None
-    rows = frame[(frame["controller"] == controller) & (frame["seed"] == seed)]
-    if rows.empty:
-        return None
-    row = rows.iloc[0].to_dict()
-    return {k: float(v) for k, v in row.items() if k not in ("controller", "seed", "wall_s")}
-
-
-def plan(
-    run: Path | None = None,
-    *,
-    scenario: Scenario | None = None,
-    controller: str | None = None,
-    seed: int = 0,
-    begin: int | None = None,
-    end: int | None = None,
-) -> Replay:
-    """Decide what to replay: a run directory's controller on its network, or a named one.
-
-    Args:
-        run: A training run directory (or checkpoint), or a ``compare`` results folder.
-        scenario: The network to replay on; with a run it must be the run's network
-            (its demand and horizon may differ), without one it is required.
-        controller: Which controller: required without a run; for a ``compare`` folder one
-            of those compared; for a training run it defaults to the run's policy.
-        seed: SUMO seed.
-        begin: Simulated start in seconds, in place of the scenario's.
-        end: Simulated end in seconds, in place of the scenario's.
-
-    Returns:
-        The replay to run.
-
-    Raises:
-        ReplayError: No run and no network or controller, a folder that holds no
-            controller, a controller the run does not have, or a network that is not
-            the run's.
-    """
-    if seed < 0:
-        raise ReplayError(f"--seed must be >= 0, got {seed}")
-    timing: dict[str, float] = {}
-    measured = None
-    if run is None:
-        if scenario is None or controller is None:
-            raise ReplayError("nothing to replay: give a run directory, or --network and "
-                              "--controller")
-        chosen = scenario
-        if controller.startswith("trained:"):
-            from agents.trained import load_policy
-
-            _, policy = load_policy(Path(controller.removeprefix("trained:")))
-            timing["decision_interval"] = float(policy.get("decision_interval", 5.0))
-    else:
-        if not run.exists():
-            raise ReplayError(f"run not found: {run}")
-        spec = _read_spec(run) if run.is_dir() else {}
-        if _is_training_run(run):
-            if spec:
-                own = _scenario_of(spec, run)
-                timing = {k: float(spec[k]) for k in ("decision_interval", "min_green",
-                                                      "max_green") if k in spec}
-            else:
-                from agents.trained import load_policy
-
-                _, policy = load_policy(run)
-                own = _scenario_of({"network": policy.get("network")}, run)
-                timing["decision_interval"] = float(policy.get("decision_interval", 5.0))
-            controller = controller or f"trained:{run}"
-        elif spec.get("command") == "compare":
-            own = _scenario_of(spec, run)
-            compared = [str(c) for c in spec.get("controllers", [])]
-            if controller is None and len(compared) == 1:
-                controller = compared[0]
-            if controller is None:
-                raise ReplayError(f"{run} compared {', '.join(compared)}: pick one with "
-                                  f"--controller")
-            if controller not in compared:
-                raise ReplayError(f"{run} has no controller {controller!r}; it compared "
-                                  f"{', '.join(compared)}")
-            simulation = spec.get("simulation", {})
-            if "decision_interval" in simulation:
-                timing["decision_interval"] = float(simulation["decision_interval"])
-            measured = _measured(run, controller, seed)
-        else:
-            raise ReplayError(f"{run} holds no controller to replay: neither a training run "
-                              f"(checkpoints/) nor a compare results folder (spec.toml)")
-        if scenario is not None and not _same_network(scenario, own):
-            raise ReplayError(f"{run} ran on network {own.name!r}, not {scenario.name!r}: leave "
-                              f"out --network/--net to replay it on its own")
-        chosen = scenario or own
-        if measured is not None and (chosen.begin, chosen.end) != (own.begin, own.end):
-            measured = None
-    if begin is not None or end is not None:
-        try:
-            chosen = dataclasses.replace(
-                chosen,
-                begin=chosen.begin if begin is None else begin,
-                end=chosen.end if end is None else end,
-            )
-        except NetworkError as err:
-            raise ReplayError(str(err)) from None
-        measured = None
-    make_controller(controller)  # an unknown name or unreadable policy fails before the GUI
-    return Replay(chosen, controller, seed, run=run, measured=measured, **timing)
 
 
 # ------------------------------------------------------------ GUI settings
@@ -427,13 +229,13 @@ def replay(
 
         with screen, _gui_environment():
             try:
-                result = run_episode(
-                    scenario, target.controller, target.seed,
+                options = SimulationOptions(
                     decision_interval=target.decision_interval,
                     min_green=target.min_green, max_green=target.max_green,
-                    on_step=step, observer=camera,
-                    backend="traci", gui=True, sumo_args=gui_args(settings, delay_ms=delay_ms),
+                    sumo_args=tuple(gui_args(settings, delay_ms=delay_ms)),
                 )
+                result = run_episode(scenario, target.controller, target.seed, options,
+                                     on_step=step, observer=camera, backend="traci", gui=True)
             except traci.exceptions.FatalTraCIError:
                 raise GuiClosedError(f"sumo-gui closed at {reached[0]:g} s, before the "
                                      f"replay's end ({scenario.end} s)") from None

@@ -1,8 +1,6 @@
 """Reports of a results directory: ``report.md`` with a summary table and PNG plots.
 
-A sweep's folder (``store/`` and ``plan.json``, see :mod:`experiments.sweep`) or a
-``compare`` results folder (``metrics.parquet``, ``summary.json``, ``trips.parquet``)
-becomes:
+A results folder (:mod:`experiments.layout`, old layouts included) becomes:
 
 - ``report.md``: mean ± 95% CI over seeds per network and controller, delay versus fixed
   timing in % (with the 95% CI of the paired per-seed difference), failed runs;
@@ -25,153 +23,16 @@ from typing import Any
 import pandas as pd
 
 from experiments import results, store
-from experiments.compare import SUMMARY_KPIS
-from experiments.stats import mean_ci95
+from experiments.layout import ReportError, load_runs, read_manifest
+from experiments.results import plain
+from experiments.summary import REFERENCE, summarize
 
-REFERENCE = "fixed"
+__all__ = ["REFERENCE", "ReportError", "headline", "load_runs", "panel_name", "plain",
+           "summarize", "summary_markdown", "summary_table", "write_report"]
+
 PLOTS = ("delay.png", "delay_vs_fixed.png", "delay_over_time.png", "learning_curves.png")
 MAX_PANELS = 12
 """Panels per figure (networks x traffic cells); more are left out of the plots, not the table."""
-
-
-class ReportError(ValueError):
-    """A folder that holds no results to report; the message is one line."""
-
-
-def plain(value: Any) -> Any:
-    """NumPy scalars as Python numbers; NaN as None (JSON has no NaN)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-# ------------------------------------------------------------------ loading
-def _plan(folder: Path) -> dict[str, Any] | None:
-    path = folder / "plan.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def load_runs(folder: Path) -> pd.DataFrame:
-    """The runs of a results folder as store rows (both statuses), in the plan's order.
-
-    A sweep folder gives the store's rows of the runs in its ``plan.json``; a ``compare``
-    folder gives its ``metrics.parquet`` as finished rows (with the delay over time from
-    ``trips.parquet``).
-
-    Raises:
-        ReportError: The folder holds neither.
-    """
-    folder = Path(folder)
-    if (folder / store.STORE).is_dir():
-        rows = store.read(folder)
-        plan = _plan(folder)
-        if plan is not None:
-            order = {run["hash"]: i for i, run in enumerate(plan["runs"])}
-            rows = rows[rows["hash"].isin(order)].copy()
-            rows["order"] = rows["hash"].map(order)
-        else:
-            rows = rows.copy()
-            rows["order"] = range(len(rows))
-        return rows.sort_values(["order", "attempt"], kind="stable").reset_index(drop=True)
-    if (folder / "metrics.parquet").is_file():
-        return _compare_runs(folder)
-    raise ReportError(f"{folder} holds no results: no store/ (a sweep) and no metrics.parquet "
-                      "(a comparison)")
-
-
-def _compare_runs(folder: Path) -> pd.DataFrame:
-    from experiments.sweep import delay_over_time
-
-    metrics = pd.read_parquet(folder / "metrics.parquet")
-    doc = json.loads((folder / "summary.json").read_text()) if (
-        folder / "summary.json").is_file() else {}
-    begin, end = doc.get("begin_s"), doc.get("end_s")
-    trips = pd.read_parquet(folder / "trips.parquet") if (folder / "trips.parquet").is_file() \
-        else None
-    rows = []
-    for run in metrics.to_dict("records"):
-        series = ""
-        if trips is not None and begin is not None and end is not None:
-            mine = trips[(trips["controller"] == run["controller"])
-                         & (trips["seed"] == run["seed"])]
-            series = json.dumps(delay_over_time(mine, begin, end))
-        rows.append({**run, "hash": f"{run['controller']}-{run['seed']}",
-                     "experiment": folder.name, "network": doc.get("network", folder.name),
-                     "status": "ok", "attempt": 1, "delay_over_time": series})
-    frame = pd.DataFrame(rows)
-    out = store.empty()
-    out = pd.concat([out, frame[[c for c in frame.columns if c in store.COLUMNS]]],
-                    ignore_index=True) if rows else out
-    out = store.rows_frame(out.to_dict("records"))
-    out["order"] = range(len(out))
-    return out
-
-
-# ------------------------------------------------------------------ summary
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per network, traffic cell, controller and training setting.
-
-    Means and 95% CIs over the seeds that finished (``seeds``), runs that never finished
-    (``failed``), delay versus fixed timing in % (ratio of the means, as ``compare``), and
-    ``ci95_vs_fixed_pct``: the 95% CI of the paired per-seed difference from fixed timing,
-    in % of fixed timing's mean delay.
-    """
-    columns = ["network", "cell", "controller", "setting", "label", "seeds", "failed",
-               "mean_delay_s", "ci95_delay_s", "delay_vs_fixed_pct", "ci95_vs_fixed_pct"]
-    for kpi in SUMMARY_KPIS[1:]:
-        columns += [kpi, "ci95_" + kpi.removeprefix("mean_")]
-    if runs.empty:
-        return pd.DataFrame(columns=columns)
-    ok = runs[runs["status"] == "ok"]
-    finished = set(ok["hash"])
-    never = runs[(runs["status"] == "failed") & ~runs["hash"].isin(finished)]
-    never = never.drop_duplicates("hash")
-    keys = ["network", "cell", "controller", "setting"]
-    order = runs.drop_duplicates(keys)[keys].to_dict("records")
-    # the reference first in each (network, cell); otherwise the plan's order
-    order.sort(key=lambda k: (_first(runs, k, ("network", "cell")), k["controller"] != REFERENCE))
-    rows = []
-    for key in order:
-        mask = pd.Series(True, index=ok.index)
-        for k in keys:
-            mask &= ok[k] == key[k]
-        group = ok[mask]
-        failed = int((never[keys] == pd.Series(key)).all(axis=1).sum()) if len(never) else 0
-        label = f"{key['controller']} [{key['setting']}]" if key["setting"] else key["controller"]
-        row: dict[str, Any] = {**key, "label": label, "seeds": len(group), "failed": failed}
-        for kpi in SUMMARY_KPIS:
-            values = group[kpi].tolist()
-            mean, ci = mean_ci95(values) if values else (math.nan, math.nan)
-            row[kpi] = mean
-            row["ci95_" + kpi.removeprefix("mean_")] = ci
-        row["_delays"] = dict(zip(group["seed"], group["mean_delay_s"]))
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    vs: list[float] = []
-    cis: list[float] = []
-    for row in rows:
-        ref = next((r for r in rows if r["network"] == row["network"] and r["cell"] == row["cell"]
-                    and r["controller"] == REFERENCE), None)
-        if ref is None or not ref["mean_delay_s"] > 0:
-            vs.append(math.nan)
-            cis.append(math.nan)
-            continue
-        vs.append((row["mean_delay_s"] / ref["mean_delay_s"] - 1.0) * 100.0)
-        common = sorted(set(row["_delays"]) & set(ref["_delays"]))
-        diffs = [row["_delays"][s] - ref["_delays"][s] for s in common]
-        cis.append(mean_ci95(diffs)[1] / ref["mean_delay_s"] * 100.0 if diffs else math.nan)
-    summary["delay_vs_fixed_pct"] = vs
-    summary["ci95_vs_fixed_pct"] = cis
-    return summary[columns]
-
-
-def _first(runs: pd.DataFrame, key: dict[str, Any], on: Sequence[str]) -> int:
-    mask = pd.Series(True, index=runs.index)
-    for k in on:
-        mask &= runs[k] == key[k]
-    return int(runs.index[mask.to_numpy()][0])
 
 
 def panel_name(network: str, cell: str) -> str:
@@ -264,7 +125,7 @@ def write_report(folder: Path, *, extra: str = "") -> Path:
     folder = Path(folder)
     runs = load_runs(folder)
     summary = summarize(runs)
-    plan = _plan(folder)
+    plan = read_manifest(folder)
     name = plan["name"] if plan else folder.name
     plots = folder / "plots"
     drawn = []
@@ -303,17 +164,8 @@ def write_report(folder: Path, *, extra: str = "") -> Path:
 
 
 # ------------------------------------------------------------------ plots
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _panels(keys: Sequence[tuple[str, str]], height: float = 3.2, width: float = 5.2) -> Any:
-    plt = _pyplot()
+    plt = results.pyplot()
     n = max(1, min(len(keys), MAX_PANELS))
     cols = min(n, 3)
     rows = -(-n // cols)
@@ -323,13 +175,6 @@ def _panels(keys: Sequence[tuple[str, str]], height: float = 3.2, width: float =
     for ax in flat[n:]:
         ax.set_visible(False)
     return plt, fig, flat[:n]
-
-
-def _save(plt: Any, fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
 
 
 def _panel_keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -354,7 +199,7 @@ def _legend(ax: Any) -> None:
 def plot_delay(summary: pd.DataFrame, path: Path) -> Path:
     """Bars of mean delay per controller with the 95% CI, one panel per network."""
     keys = _panel_keys(summary)
-    plt, fig, axes = _panels(keys)
+    _, fig, axes = _panels(keys)
     for ax, (network, cell) in zip(axes, keys):
         s = summary[(summary["network"] == network) & (summary["cell"] == cell)]
         colours = ["#888888" if c == REFERENCE else "#2e7d32" for c in s["controller"]]
@@ -364,14 +209,14 @@ def plot_delay(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("mean delay per vehicle (s)")
         ax.set_title(panel_name(network, cell))
         ax.grid(axis="y", alpha=0.3)
-    return _save(plt, fig, path)
+    return results.save_figure(fig, path)
 
 
 def plot_delay_vs_fixed(summary: pd.DataFrame, path: Path) -> Path:
     """Horizontal bars of delay versus fixed timing in % (green: less delay), with 95% CI."""
     rest = summary[summary["controller"] != REFERENCE]
     keys = _panel_keys(rest if not rest.empty else summary)
-    plt, fig, axes = _panels(keys)
+    _, fig, axes = _panels(keys)
     for ax, (network, cell) in zip(axes, keys):
         s = rest[(rest["network"] == network) & (rest["cell"] == cell)]
         values = s["delay_vs_fixed_pct"].fillna(0.0)
@@ -383,7 +228,7 @@ def plot_delay_vs_fixed(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("delay versus fixed timing (%)")
         ax.set_title(panel_name(network, cell))
         ax.grid(axis="x", alpha=0.3)
-    return _save(plt, fig, path)
+    return results.save_figure(fig, path)
 
 
 def _series(text: str) -> pd.DataFrame | None:
@@ -397,15 +242,36 @@ def _series(text: str) -> pd.DataFrame | None:
     return frame
 
 
-def plot_delay_over_time(runs: pd.DataFrame, path: Path) -> Path | None:
-    """Mean delay of trips by scheduled departure against simulated time, per controller."""
-    ok = runs[(runs["status"] == "ok") & (runs["delay_over_time"] != "")]
+def _line_panels(runs: pd.DataFrame, column: str) -> tuple[Any, list[Any]] | None:
+    """A figure of one panel per network and cell, for the finished runs that have ``column``.
+
+    Returns:
+        The figure and, per panel, ``(axes, network, cell, runs)``; None without such runs.
+    """
+    ok = runs[(runs["status"] == "ok") & (runs[column] != "")]
     if ok.empty:
         return None
     keys = _panel_keys(ok)
-    plt, fig, axes = _panels(keys, width=_width(ok))
-    for ax, (network, cell) in zip(axes, keys):
-        mine = ok[(ok["network"] == network) & (ok["cell"] == cell)]
+    _, fig, axes = _panels(keys, width=_width(ok))
+    return fig, [(ax, network, cell, ok[(ok["network"] == network) & (ok["cell"] == cell)])
+                 for ax, (network, cell) in zip(axes, keys)]
+
+
+def _finish_panel(ax: Any, network: str, cell: str, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(panel_name(network, cell))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+
+
+def plot_delay_over_time(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Mean delay of trips by scheduled departure against simulated time, per controller."""
+    panels = _line_panels(runs, "delay_over_time")
+    if panels is None:
+        return None
+    fig, axes = panels
+    for ax, network, cell, mine in axes:
         labels = list(dict.fromkeys(zip(mine["controller"], mine["setting"])))
         labels.sort(key=lambda k: k[0] != REFERENCE)
         for controller, setting in labels:
@@ -419,23 +285,18 @@ def plot_delay_over_time(runs: pd.DataFrame, path: Path) -> Path | None:
             ax.plot(mean.index / 60.0, mean.to_numpy(), marker=".", label=label,
                     color="#616161" if controller == REFERENCE else None,
                     linestyle="--" if controller == REFERENCE else "-")
-        ax.set_xlabel("scheduled departure (min from the horizon's begin)")
-        ax.set_ylabel("mean delay (s)")
-        ax.set_title(panel_name(network, cell))
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    return _save(plt, fig, path)
+        _finish_panel(ax, network, cell, "scheduled departure (min from the horizon's begin)",
+                      "mean delay (s)")
+    return results.save_figure(fig, path)
 
 
 def plot_learning_curves(folder: Path, runs: pd.DataFrame, path: Path) -> Path | None:
     """Evaluation delay (training delay where there is no evaluation) against episodes."""
-    ok = runs[(runs["status"] == "ok") & (runs["curves"] != "")]
-    if ok.empty:
+    panels = _line_panels(runs, "curves")
+    if panels is None:
         return None
-    keys = _panel_keys(ok)
-    plt, fig, axes = _panels(keys, width=_width(ok))
-    for ax, (network, cell) in zip(axes, keys):
-        mine = ok[(ok["network"] == network) & (ok["cell"] == cell)]
+    fig, axes = panels
+    for ax, network, cell, mine in axes:
         for (controller, setting), group in mine.groupby(["controller", "setting"], sort=False):
             curves = [store.read_curves(folder, rel) for rel in group["curves"]]
             frames = [c for c in curves if c is not None and not c.empty]
@@ -447,9 +308,6 @@ def plot_learning_curves(folder: Path, runs: pd.DataFrame, path: Path) -> Path |
             label = f"{controller} [{setting}]" if setting else controller
             ax.plot(mean.index + 1, mean.to_numpy(), marker=".", label=f"{label} ({len(frames)})")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlabel("training episode")
-        ax.set_ylabel("evaluation delay (s), mean over seeds")
-        ax.set_title(panel_name(network, cell))
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    return _save(plt, fig, path)
+        _finish_panel(ax, network, cell, "training episode",
+                      "evaluation delay (s), mean over seeds")
+    return results.save_figure(fig, path)

@@ -1,15 +1,29 @@
-"""The results layout of a run directory, written atomically (write, then rename)."""
+"""Writing results atomically (write, then rename) and as plain values.
+
+``atomic_write`` and ``write_text`` are :mod:`networks.files`' (the project's one atomic
+write), here beside the JSON, TOML, Parquet and figure writers.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from networks.files import atomic_write, write_text
+
+__all__ = ["OutputError", "atomic_write", "ensure_writable", "folder_or_temporary", "plain",
+           "pyplot", "save_figure", "toml_text", "write_json", "write_parquet",
+           "write_summary", "write_text", "write_toml"]
 
 
 class OutputError(ValueError):
@@ -39,27 +53,32 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@contextlib.contextmanager
+def folder_or_temporary(folder: Path | None, kind: str) -> Iterator[Path]:
+    """``folder``, or a temporary folder removed at the end (results only kept in memory)."""
+    if folder is not None:
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"greenphase-{kind}-") as tmp:
+        yield Path(tmp)
+
+
+def pyplot() -> Any:
+    """Matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay a figure out, write it as PNG atomically and close it."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    pyplot().close(fig)
     return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically."""
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    return atomic_write(path, write)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -67,26 +86,47 @@ def write_json(path: Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def write_summary(folder: Path, doc: Mapping[str, Any], log: str = "") -> Path:
+    """``summary.json`` (a command's ``--json`` document, with the time) and ``log.txt``."""
+    write_json(folder / "summary.json", {**doc, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    if log:
+        write_text(folder / "log.txt", log)
+    return folder
+
+
 def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
     """Write a DataFrame as Parquet atomically."""
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+def plain(value: Any) -> Any:
+    """Plain JSON and TOML values, the one conversion every writer uses.
+
+    Models and dataclasses become tables, tuples lists, NumPy scalars Python numbers and
+    NaN None (JSON has no NaN); ``None`` values of a table are left out (TOML has no null).
+    """
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        value = {name: getattr(value, name) for name in type(value).model_fields}
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # NumPy scalars
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
-def to_toml(spec: Mapping[str, Any]) -> str:
-    """A flat-or-one-level-nested mapping as TOML (tables after plain keys)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in spec.items() if not isinstance(v, Mapping)]
-    for key, table in spec.items():
-        if isinstance(table, Mapping):
-            lines += ["", f"[{key}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
+def toml_text(data: Mapping[str, Any]) -> str:
+    """Nested plain values as TOML (``None`` values left out)."""
+    import tomli_w
+
+    return tomli_w.dumps(plain(data))
+
+
+def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write nested plain values as a TOML file atomically."""
+    return write_text(path, toml_text(data))

@@ -9,16 +9,16 @@ faults on the same sensors at each seed. Other faults (``base``, e.g.
 controllers see them. Fixed timing reads no sensor, so its line is the flat
 reference.
 
-The results folder holds ``spec.toml``, ``metrics.parquet`` (one row per
-run), ``robustness.csv`` (one row per rate and controller: mean delay and its
-95% CI over seeds, and the change from the same controller without dropout),
-``summary.json`` (the ``--json`` document), ``plots/robustness.png`` and
-``log.txt``.
+The study is a sweep over ``sensors.faults`` (:func:`plan_of`) through the one
+pipeline (:func:`experiments.sweep.execute`) into the one results layout
+(``manifest.json``, ``spec.toml``, ``store/``), plus ``metrics.parquet`` (one row per
+run), ``robustness.csv`` (one row per rate and controller: mean delay and its 95% CI
+over seeds, and the change from the same controller without dropout),
+``summary.json`` (the ``--json`` document), ``plots/robustness.png`` and ``log.txt``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,15 +28,17 @@ from typing import Any
 
 import pandas as pd
 
-from agents import Controller, make_controller
-from experiments import results
-from experiments.compare import SUMMARY_KPIS
-from experiments.runner import run_episode
-from experiments.stats import mean_ci95
+from experiments import layout, results
+from experiments.compare import document, experiment_of
+from experiments.executor import Executor, InProcessExecutor
+from experiments.spec import Sweep
+from experiments.summary import SUMMARY_KPIS, summarize
+from experiments.sweep import execute
 from networks import Scenario
 from simulator.cleaning import sensor_model
 from simulator.faults import FaultConfig, FaultConfigError
 from simulator.metrics import KPI_NAMES
+from simulator.options import SimulationOptions
 
 CLASSIC = ("fixed", "max-pressure")
 """The classic controllers every trained policy is shown against."""
@@ -63,27 +65,8 @@ class Robustness:
 
     def to_json(self) -> dict[str, Any]:
         """The ``robustness --json`` document."""
-        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-            return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
-
-        return {
-            "network": self.scenario.name,
-            "begin_s": self.scenario.begin,
-            "end_s": self.scenario.end,
-            "controllers": self.controllers,
-            "faults": str(self.base),
-            "cleaning": self.cleaning,
-            "runs": records(self.runs),
-            "summary": records(self.summary),
-        }
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+        return document(self.scenario, self.runs, self.summary, controllers=self.controllers,
+                        faults=str(self.base), cleaning=self.cleaning)
 
 
 def dropout_configs(rates: Sequence[float], base: FaultConfig) -> list[FaultConfig]:
@@ -96,50 +79,13 @@ def dropout_configs(rates: Sequence[float], base: FaultConfig) -> list[FaultConf
         raise FaultConfigError("no dropout rate given")
     if base.dropout:
         raise FaultConfigError("the base faults must not set dropout: the rates sweep it")
-    return [dataclasses.replace(base, dropout=float(r)) for r in rates]
+    return [base.replace(dropout=float(r)) for r in rates]
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% CI over seeds per (dropout, controller); change from no dropout in %."""
-    rows = []
-    for (dropout, controller), group in runs.groupby(["dropout", "controller"], sort=False):
-        row: dict[str, Any] = {"dropout": dropout, "controller": controller, "seeds": len(group)}
-        for kpi in SUMMARY_KPIS:
-            mean, ci = mean_ci95(group[kpi].tolist())
-            row[kpi] = mean
-            row["ci95_" + kpi.removeprefix("mean_")] = ci
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    clean = summary[summary["dropout"] == 0.0].set_index("controller")["mean_delay_s"]
-    reference = summary["controller"].map(clean)
-    summary["delay_vs_no_dropout_pct"] = (summary["mean_delay_s"] / reference - 1.0) * 100.0
-    first = ["dropout", "controller", "seeds", "mean_delay_s", "ci95_delay_s",
-             "delay_vs_no_dropout_pct"]
-    return summary[first + [c for c in summary.columns if c not in first]]
-
-
-def robustness(
-    scenario: Scenario,
-    trained: str | Controller,
-    rates: Sequence[float],
-    seeds: Sequence[int],
-    *,
-    base: FaultConfig | None = None,
-    cleaning: str = "none",
-    on_run: Callable[[float, str, int], None] | None = None,
-    **run_options: Any,
-) -> Robustness:
-    """Run fixed timing, max-pressure and ``trained`` at every dropout rate over ``seeds``.
-
-    Args:
-        scenario: the network and horizon.
-        trained: the learned controller (``trained:RUN`` or a controller object).
-        rates: dropout rates, each in [0, 1).
-        seeds: SUMO seeds; the faults are drawn from them too.
-        base: other faults, on at every rate.
-        cleaning: ``none``, ``last`` or ``zero-flag`` (:mod:`simulator.cleaning`).
-        on_run: called with (rate, controller, seed) after each run.
-        **run_options: passed to :func:`experiments.runner.run_episode`.
+def plan_of(scenario: Scenario, trained: str, rates: Sequence[float], seeds: Sequence[int], *,
+            base: FaultConfig | None = None, cleaning: str = "none",
+            options: SimulationOptions | None = None, name: str = "robustness") -> Sweep:
+    """The robustness study as a sweep: the three controllers over ``sensors.faults``.
 
     Raises:
         FaultConfigError: a rate or a base fault out of range.
@@ -147,53 +93,102 @@ def robustness(
     """
     base = base or FaultConfig()
     configs = dropout_configs(rates, base)
-    models = [sensor_model(config, cleaning) for config in configs]
-    learned = make_controller(trained) if isinstance(trained, str) else trained
-    controllers: list[Controller] = [make_controller(name) for name in CLASSIC] + [learned]
-    rows = []
-    for config, model in zip(configs, models, strict=True):
-        for ctrl in controllers:
-            for seed in seeds:
-                result = run_episode(scenario, ctrl, seed, sensor_model=model, **run_options)
-                rows.append({"dropout": config.dropout, **result.row()})
-                if on_run is not None:
-                    on_run(config.dropout, ctrl.name, seed)
-    runs = pd.DataFrame(rows)[["dropout", "controller", "seed", *KPI_NAMES, "wall_s"]]
-    return Robustness(scenario, [c.name for c in controllers], base, cleaning, runs,
-                      summarize(runs))
+    sensor_model(base, cleaning)  # an unknown cleaning method fails here, before any run
+    options = SimulationOptions.of(options, faults=str(base), cleaning=cleaning)
+    experiment = experiment_of(scenario, [*CLASSIC, trained], seeds, options, name=name)
+    return Sweep(experiment, grid=(("sensors.faults", tuple(str(c) for c in configs)),))
+
+
+def _dropout(cell: str) -> float:
+    """The dropout rate of a cell label, ``faults=dropout=0.3,noise=0.1``."""
+    return FaultConfig.parse(cell.removeprefix("faults=").strip('"')).dropout
+
+
+def summary_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI over seeds per (dropout, controller); change from no dropout in %."""
+    summary = summarize(rows)
+    summary.insert(0, "dropout", summary["cell"].map(_dropout))
+    clean = summary[summary["dropout"] == 0.0].set_index("controller")["mean_delay_s"]
+    reference = summary["controller"].map(clean)
+    summary["delay_vs_no_dropout_pct"] = (summary["mean_delay_s"] / reference - 1.0) * 100.0
+    first = ["dropout", "controller", "seeds", "mean_delay_s", "ci95_delay_s",
+             "delay_vs_no_dropout_pct"]
+    for kpi in SUMMARY_KPIS[1:]:
+        first += [kpi, "ci95_" + kpi.removeprefix("mean_")]
+    return summary[first].reset_index(drop=True)
+
+
+def robustness(
+    scenario: Scenario,
+    trained: str,
+    rates: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    base: FaultConfig | None = None,
+    cleaning: str = "none",
+    on_run: Callable[[float, str, int], None] | None = None,
+    options: SimulationOptions | None = None,
+    folder: Path | None = None,
+    executor: Executor | None = None,
+) -> Robustness:
+    """Run fixed timing, max-pressure and ``trained`` at every dropout rate over ``seeds``.
+
+    Args:
+        scenario: the network and horizon.
+        trained: the learned controller, ``trained:RUN``.
+        rates: dropout rates, each in [0, 1).
+        seeds: SUMO seeds; the faults are drawn from them too.
+        base: other faults, on at every rate.
+        cleaning: ``none``, ``last`` or ``zero-flag`` (:mod:`simulator.cleaning`).
+        on_run: called with (rate, controller, seed) after each run.
+        options: the simulation settings; the faults and cleaning are set per rate.
+        folder: the results folder (default: a temporary one, removed at the end).
+        executor: where the runs run (default: one after another in this process).
+
+    Raises:
+        FaultConfigError: a rate or a base fault out of range.
+        CleaningError: an unknown cleaning method.
+    """
+    base = base or FaultConfig()
+    name = (Path(folder).resolve().name if folder is not None else "") or "robustness"
+    plan = plan_of(scenario, trained, rates, seeds, base=base, cleaning=cleaning,
+                   options=options, name=name)
+
+    def on_result(unit: Any, row: dict[str, Any], retry: bool) -> None:
+        if on_run is not None and row["status"] == "ok":
+            on_run(_dropout(unit.cell), unit.controller, unit.seed)
+
+    started = time.perf_counter()
+    with results.folder_or_temporary(folder, "robustness") as where:
+        done = execute(plan, where, executor=executor or InProcessExecutor(raise_errors=True),
+                       retries=0, kind="robustness", on_result=on_result,
+                       overwrite=layout.replaces(where, ("robustness",)),
+                       manifest={"trained": trained, "rates": [float(r) for r in rates],
+                                 "faults": str(base), "cleaning": cleaning})
+        rows = done.runs
+        runs = rows[["controller", "seed", *KPI_NAMES, "wall_s"]].reset_index(drop=True)
+        runs.insert(0, "dropout", rows["cell"].map(_dropout).to_numpy())
+        runs = runs.astype(dict.fromkeys(("vehicles", "unfinished", "not_inserted"), "int64"))
+        result = Robustness(scenario, list(plan.base.run_controllers), base, cleaning, runs,
+                            summary_of(rows))
+        if folder is not None:
+            write(result, where, log=f"greenphase robustness: {len(runs)} runs in "
+                                     f"{time.perf_counter() - started:.1f} s\n")
+    return result
 
 
 def write(result: Robustness, folder: Path, *, log: str = "") -> Path:
-    """Write the results folder (see the module's text)."""
-    sc = result.scenario
-    spec = {
-        "command": "robustness", "network": sc.name, "net_file": str(sc.net_file),
-        "route_files": [str(r) for r in sc.route_files], "begin": sc.begin, "end": sc.end,
-        "controllers": result.controllers,
-        "rates": sorted({float(r) for r in result.runs["dropout"]}),
-        "seeds": sorted({int(s) for s in result.runs["seed"]}),
-        "faults": str(result.base), "cleaning": result.cleaning,
-    }
-    results.write_text(folder / "spec.toml", results.to_toml(spec))
+    """Write robustness's own files beside the store (see the module's text)."""
     results.write_parquet(folder / "metrics.parquet", result.runs)
     results.atomic_write(folder / "robustness.csv",
                          lambda tmp: result.summary.to_csv(tmp, index=False))
-    doc = result.to_json()
-    doc["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    results.write_json(folder / "summary.json", doc)
     plot(result, folder / "plots" / "robustness.png")
-    if log:
-        results.write_text(folder / "log.txt", log)
-    return folder
+    return results.write_summary(folder, result.to_json(), log)
 
 
 def plot(result: Robustness, path: Path) -> Path:
     """Mean delay against dropout rate: one line per controller, its 95% CI as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = results.pyplot()
     s = result.summary
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for name in result.controllers:
@@ -211,10 +206,7 @@ def plot(result: Robustness, path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return results.save_figure(fig, path)
 
 
 def table(result: Robustness, title: str) -> Any:

@@ -11,7 +11,13 @@ import pandas as pd
 
 from agents import Controller, make_controller
 from networks import Scenario
-from simulator import TrafficSimulation
+from simulator import TrafficSimulation, isolation
+from simulator.options import SimulationOptions
+from simulator.sumo import Backend
+
+# a run's controller works in the simulation's child process: start those with the
+# controllers' code (and torch, for a learned policy) already imported
+isolation.preload("agents", "torch", "agents.trained")
 
 
 @dataclass(frozen=True)
@@ -36,30 +42,30 @@ def run_episode(
     scenario: Scenario,
     controller: str | Controller,
     seed: int,
+    options: SimulationOptions | None = None,
     *,
-    decision_interval: float = 5.0,
-    min_green: float = 5.0,
-    max_green: float = 50.0,
     on_step: Callable[[float], None] | None = None,
     observer: Callable[[TrafficSimulation], None] | None = None,
-    **sim_options: Any,
+    backend: Backend = "libsumo",
+    gui: bool = False,
 ) -> RunResult:
     """Run one controller over the scenario's horizon with SUMO seed ``seed``.
 
+    ``options`` says how the scenario is simulated (default: the defaults);
     ``on_step`` is called with the simulated time after each decision step;
     ``observer`` with the running simulation once it has started and after each
-    decision step (it may read SUMO, e.g. take GUI screenshots, but not change it).
+    decision step (it may read SUMO, e.g. take GUI screenshots, but not change it);
+    ``backend`` and ``gui`` choose how SUMO runs (the GUI needs TraCI).
     """
     ctrl = make_controller(controller) if isinstance(controller, str) else controller
     started = time.perf_counter()
     sim = TrafficSimulation(
         scenario,
-        decision_interval=decision_interval,
-        min_green=min_green,
-        max_green=max_green,
+        options,
         program=ctrl.program,  # type: ignore[arg-type]
         exit_detectors=ctrl.needs_exits,
-        **sim_options,
+        backend=backend,
+        gui=gui,
     )
     try:
         result = sim.run(ctrl, seed, on_step, observer)

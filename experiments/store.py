@@ -22,7 +22,7 @@ import fcntl
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class StoreBusyError(results.OutputError):
     """Another sweep is writing to the same store."""
 
 
-def rows_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows as a store frame: every column, each of its type (missing: '', 0 or NaN)."""
 
     def missing(value: Any) -> bool:

@@ -4,8 +4,9 @@ The settings are the optimizers ``sgd``, ``momentum``, ``nesterov`` and ``adam``
 ``constant`` and a ``cosine`` learning-rate schedule (:data:`SETTINGS`). Every other training
 setting is :class:`~experiments.train.TrainSpec`'s default (or a ``base`` spec's), except that
 every episode ends with a greedy evaluation on :attr:`TrainSpec.eval_seed` (``eval_every=1``).
-Each setting is trained with learner seeds ``0..seeds-1``, one run directory per setting and
-seed, on a pool of worker processes (libsumo runs one simulation per process).
+Each setting is trained with learner seeds ``0..seeds-1``: the study is a sweep over
+``training.optim`` run through the one pipeline on a pool of worker processes (libsumo
+runs one simulation per process), one training run directory per setting and seed.
 
 The target is max-pressure's mean delay on the same evaluation seed: the study reports how
 many episodes each setting needs to reach it, its final and best evaluation delays, and its
@@ -40,14 +41,9 @@ that works for all three", not as tuned.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import dataclasses
 import json
 import math
-import multiprocessing
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +51,15 @@ from typing import Any
 import pandas as pd
 
 from agents.optim import ConfigError
-from experiments import results
+from experiments import layout, results
+from experiments.compare import experiment_of
+from experiments.executor import PoolExecutor
+from experiments.results import plain
+from experiments.spec import Sweep
 from experiments.stats import mean_ci95
+from experiments.sweep import execute
 from experiments.train import TrainSpec
+from experiments.units import RunUnit
 from networks import Scenario
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -138,8 +140,8 @@ class StudyResult:
         doc: dict[str, Any] = {
             "network": self.network,
             "reference": REFERENCE,
-            "reference_delay_s": _plain(self.reference_delay_s),
-            "settings": [{k: _plain(v) for k, v in row.items()}
+            "reference_delay_s": plain(self.reference_delay_s),
+            "settings": [{k: plain(v) for k, v in row.items()}
                          for row in self.summary.to_dict("records")],
             "folder": str(self.folder),
         }
@@ -148,61 +150,59 @@ class StudyResult:
         return doc
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return _plain(value.item())
-    return value
-
-
 def run_spec(base: TrainSpec, setting: Setting, seed: int, episodes: int) -> TrainSpec:
     """The training spec of one run: ``base`` as DQN with the setting's optimisation."""
-    optim = dataclasses.replace(base.optim, optimizer=setting.optimizer,
-                                schedule=setting.schedule, lr=setting.lr)
-    return dataclasses.replace(base, algo="dqn", episodes=episodes, seed=seed, eval_every=1,
-                               optim=optim)
+    optim = base.optim.replace(optimizer=setting.optimizer, schedule=setting.schedule,
+                               lr=setting.lr)
+    return base.replace(algo="dqn", episodes=episodes, seed=seed, eval_every=1, optim=optim)
 
 
-# ------------------------------------------------------------------ workers (top level: spawn)
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+# ------------------------------------------------------------------ the study
+def plan_of(scenario: Scenario, base: TrainSpec, settings: Sequence[Setting], seeds: int,
+            episodes: int, name: str = "study") -> tuple[Sweep, list[RunUnit]]:
+    """The study as a sweep over ``training.optim``, and its runs: the reference first.
+
+    The reference is max-pressure on the evaluation seed with the training's signal
+    timing; then DQN for every setting and learner seed (the sweep's fixed-time runs,
+    which every sweep adds, are left out).
+    """
+    training = run_spec(base, settings[0], 0, episodes)
+    axis = tuple({"optimizer": s.optimizer, "schedule": s.schedule, "lr": s.lr}
+                 for s in settings)
+    experiment = experiment_of(scenario, ["dqn"], range(seeds), training.simulation,
+                               name=name, training=training)
+    plan = Sweep(experiment, grid=(("training.optim", axis),))
+    timing = training.simulation.model_copy(update={"faults": "", "cleaning": "none"})
+    reference = experiment_of(scenario, [REFERENCE], [training.eval_seed], timing,
+                              name=name, trips=False).resolved()
+    units = [RunUnit(reference, REFERENCE, training.eval_seed),
+             *(u for u in plan.units if u.learned)]
+    return plan, units
 
 
-def _train_worker(spec: dict[str, Any], scenario: Scenario, run: str) -> dict[str, Any]:
-    """Train one run in a worker process; failures come back as text, never as exceptions."""
-    from experiments.train import train
+def _setting_of(unit: RunUnit, settings: Sequence[Setting]) -> Setting:
+    optim = dict(unit.point)["training.optim"]
+    return next(s for s in settings if (s.optimizer, s.schedule, s.lr)
+                == (optim["optimizer"], optim["schedule"], optim["lr"]))
 
-    started = time.perf_counter()
-    curves = Path(run) / "curves.csv"
-    curves.unlink(missing_ok=True)  # never report a previous study's episodes
-    try:
-        error = train(TrainSpec.from_dict(spec), scenario, Path(run)).stopped
-    except Exception as err:  # a failed run is recorded, the study goes on
-        error = _one_line(err)
+
+def _outcome(folder: Path, unit: RunUnit, row: dict[str, Any],
+             settings: Sequence[Setting]) -> RunOutcome:
+    """A training run's outcome: its episodes (from its curves, stopped or not) and error."""
+    curves = folder / "training" / unit.hash / "curves.csv"
     episodes: list[dict[str, float]] = []
+    error = row["error"] if row["status"] == "failed" else ""
     if curves.is_file():
         try:
             data = pd.read_csv(curves)
             rows = data[data["kind"] == "episode"]
             episodes = rows[["episode", "eval_delay_s", "wall_s"]].to_dict("records")
-        except Exception as err:
-            error = error or f"cannot read {curves}: {_one_line(err)}"
-    return {"episodes": episodes, "wall_s": time.perf_counter() - started, "error": error}
+        except Exception as err:  # noqa: BLE001 - an unreadable curve is the run's error
+            error = error or f"cannot read {curves}: {type(err).__name__}: {err}"
+    return RunOutcome(_setting_of(unit, settings), unit.seed, episodes, float(row["wall_s"]),
+                      error)
 
 
-def _reference_worker(scenario: Scenario, spec: dict[str, Any]) -> float:
-    """Max-pressure's mean delay on the evaluation seed, with the training's signal timing."""
-    from experiments.runner import run_episode
-
-    s = TrainSpec.from_dict(spec)
-    result = run_episode(scenario, REFERENCE, s.eval_seed, decision_interval=s.decision_interval,
-                         min_green=s.min_green, max_green=s.max_green)
-    return float(result.kpis["mean_delay_s"])
-
-
-# ------------------------------------------------------------------ the study
 def study(
     scenario: Scenario,
     folder: Path,
@@ -216,9 +216,12 @@ def study(
 ) -> StudyResult:
     """Train every setting with learner seeds ``0..seeds-1`` into ``folder`` and summarise.
 
+    The runs go through the one pipeline (:func:`experiments.sweep.execute`) on a pool of
+    ``workers`` processes; a study already in ``folder`` is replaced.
+
     Args:
         scenario: The network and demand to train and evaluate on.
-        folder: The study folder; runs go to ``runs/<setting>-seed<k>/`` inside it.
+        folder: The study folder; training runs go to ``training/<hash>/`` inside it.
         seeds: Learner seeds per setting.
         episodes: Training episodes per run.
         workers: Worker processes (each runs one simulation at a time).
@@ -226,11 +229,11 @@ def study(
             :class:`TrainSpec`'s); its algorithm, episodes, seed and ``eval_every`` are
             replaced.
         settings: The optimisation settings to compare.
-        on_run: Called in this process as each run finishes.
+        on_run: Called in this process as each training run finishes.
 
     Returns:
         The runs and summary, also written to ``study.csv``, ``summary.csv``,
-        ``plots/learning_curves.png``, ``spec.toml`` and ``log.txt``.
+        ``plots/learning_curves.png``, ``manifest.json``, ``spec.toml`` and ``log.txt``.
 
     Raises:
         ConfigError: A count is below 1, or a setting is invalid.
@@ -242,105 +245,48 @@ def study(
     if not settings:
         raise ConfigError("no settings to study")
     base = base or TrainSpec()
-    specs = {(s.name, k): run_spec(base, s, k, episodes) for s in settings for k in range(seeds)}
-    results.ensure_writable(folder)
-    started = time.perf_counter()
-    outcomes, reference, reference_error = _execute(
-        scenario, folder, settings, specs, workers, on_run)
-    wall = time.perf_counter() - started
+    folder = Path(folder)
+    plan, units = plan_of(scenario, base, settings, seeds, episodes,
+                          name=folder.resolve().name or "study")
+    outcomes: dict[str, RunOutcome] = {}
+    reference, reference_error = math.nan, ""
 
-    runs = study_frame(outcomes)
-    summary = summarise(outcomes, settings, seeds, reference)
+    def on_result(unit: RunUnit, row: dict[str, Any], retry: bool) -> None:
+        nonlocal reference, reference_error
+        if retry:
+            return
+        if not unit.learned:
+            ok = row["status"] == "ok"
+            reference, reference_error = (row["mean_delay_s"], "") if ok else (
+                math.nan, row["error"])
+            return
+        outcomes[unit.hash] = _outcome(folder, unit, row, settings)
+        if on_run is not None:
+            on_run(outcomes[unit.hash])
+
+    manifest = {"reference": REFERENCE, "settings": [s.name for s in settings],
+                "learning_rates": {s.name: s.lr for s in settings}, "episodes": episodes,
+                "seeds": seeds, "workers": workers}
+    done = execute(plan, folder, executor=PoolExecutor(workers), units=units, retries=1,
+                   kind="study", manifest=manifest, on_result=on_result,
+                   overwrite=layout.replaces(folder, ("study",)))
+    ordered = [outcomes[u.hash] for u in units if u.learned]
+    runs = study_frame(ordered)
+    summary = summarise(ordered, settings, seeds, reference)
     results.atomic_write(folder / "study.csv", lambda tmp: runs.to_csv(tmp, index=False))
     results.atomic_write(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     plot_learning_curves(runs, settings, reference, folder / "plots" / "learning_curves.png",
                          title=f"{scenario.name}: DQN evaluation delay, mean over {seeds} seed(s)")
-    spec_doc = {
-        "command": "study", "network": scenario.name, "net_file": str(scenario.net_file),
-        "route_files": [str(r) for r in scenario.route_files], "begin": scenario.begin,
-        "end": scenario.end, "seeds": seeds, "episodes": episodes, "workers": workers,
-        "reference": REFERENCE, "reference_delay_s": reference,
-        "settings": [s.name for s in settings],
-        "learning_rates": {s.name: s.lr for s in settings},
-        "train": {k: v for k, v in run_spec(base, settings[0], 0, episodes).to_dict().items()
-                  if not isinstance(v, dict) and k != "seed"},
-        "dqn": dataclasses.asdict(base.dqn),
-    }
-    results.write_text(folder / "spec.toml", results.to_toml(spec_doc))
-    failed = sum(1 for o in outcomes if not o.finished)
-    log = (f"greenphase study: {len(outcomes)} runs ({failed} failed or stopped) in {wall:.1f} s "
-           f"on {workers} worker(s); {REFERENCE} delay {reference:.2f} s\n")
+    failed = sum(1 for o in ordered if not o.finished)
+    log = (f"greenphase study: {len(ordered)} runs ({failed} failed or stopped) in "
+           f"{done.wall_s:.1f} s on {workers} worker(s); {REFERENCE} delay {reference:.2f} s\n")
     if reference_error:
         log += f"{REFERENCE} reference failed: {reference_error}\n"
-    for o in outcomes:
+    for o in ordered:
         if o.error:
             log += f"{o.setting.name} seed {o.seed}: {o.error}\n"
     results.write_text(folder / "log.txt", log)
     return StudyResult(scenario.name, folder, reference, runs, summary, reference_error)
-
-
-def _execute(
-    scenario: Scenario,
-    folder: Path,
-    settings: Sequence[Setting],
-    specs: dict[tuple[str, int], TrainSpec],
-    workers: int,
-    on_run: Callable[[RunOutcome], None] | None,
-) -> tuple[list[RunOutcome], float, str]:
-    """Run the reference and every training run on a pool of spawned processes.
-
-    A worker process that dies breaks the pool and every task still in it: those tasks are
-    retried once on a fresh pool, and recorded as failed if they break it again.
-    """
-    by_name = {s.name: s for s in settings}
-    reference_spec = next(iter(specs.values())).to_dict()
-    pending: list[tuple[str, int] | None] = [None, *specs]  # None: the reference run
-    attempts: dict[tuple[str, int] | None, int] = dict.fromkeys(pending, 0)
-    done: dict[tuple[str, int], RunOutcome] = {}
-    reference, reference_error = math.nan, ""
-    context = multiprocessing.get_context("spawn")
-    while pending:
-        broken: list[tuple[str, int] | None] = []
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        try:
-            futures: dict[cf.Future[Any], tuple[str, int] | None] = {}
-            for key in pending:
-                future: cf.Future[Any]
-                if key is None:
-                    future = pool.submit(_reference_worker, scenario, reference_spec)
-                else:
-                    run = folder / "runs" / f"{key[0]}-seed{key[1]}"
-                    future = pool.submit(_train_worker, specs[key].to_dict(), scenario, str(run))
-                futures[future] = key
-            for future in cf.as_completed(futures):
-                key = futures[future]
-                error = ""
-                value: Any = None
-                try:
-                    value = future.result()
-                except BrokenProcessPool as err:
-                    attempts[key] += 1
-                    if attempts[key] < 2:
-                        broken.append(key)
-                        continue
-                    error = f"worker process died: {_one_line(err)}"
-                except Exception as err:
-                    error = _one_line(err)
-                if key is None:
-                    reference, reference_error = (math.nan, error) if error else (value, "")
-                    continue
-                out: dict[str, Any] = (
-                    {"episodes": [], "wall_s": math.nan, "error": error} if error else value
-                )
-                outcome = RunOutcome(by_name[key[0]], key[1], out["episodes"], out["wall_s"],
-                                     out["error"])
-                done[key] = outcome
-                if on_run is not None:
-                    on_run(outcome)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        pending = broken
-    return [done[key] for key in specs], reference, reference_error
 
 
 # ------------------------------------------------------------------ tables and plots
@@ -414,11 +360,7 @@ def plot_learning_curves(
     runs: pd.DataFrame, settings: Sequence[Setting], reference: float, path: Path, *, title: str
 ) -> Path:
     """Mean evaluation delay per setting against episodes, with the reference as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = results.pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
     for setting in settings:
         mine = runs[runs["setting"] == setting.name]
@@ -437,10 +379,7 @@ def plot_learning_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return results.save_figure(fig, path)
 
 
 def to_json_text(result: StudyResult) -> str:

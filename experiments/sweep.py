@@ -1,66 +1,61 @@
-"""Sweeps: every run unit of a spec on a local process pool or a Ray cluster, stored as it ends.
+"""The one experiment pipeline: run a plan's units on an executor, store each as it ends, report.
 
-A run unit (:class:`~experiments.spec.RunUnit`) runs in a worker process
-(:func:`run_unit`): a classic controller is one episode of
-:func:`experiments.runner.run_episode`; a learned one (``dqn``, ``ppo``) is trained
-with learner seed ``seed`` into ``DIR/training/<hash>/`` and then evaluated on SUMO
-seed ``seed``, which training never sees. libsumo holds one simulation per process,
-and every episode already runs in a fresh process forked from greenphase's clean
-simulation server, so a run's metrics depend on its spec and seed only: the same on
-one worker or many, locally or on Ray.
+Every command that runs controllers (``compare``, ``evaluate``, ``run``, ``sweep``,
+``robustness``, ``study``) builds a :class:`~experiments.spec.Sweep` and hands it to
+:func:`execute`: the units not yet stored run on an executor
+(:mod:`experiments.executor`: in this process, a local process pool, or Ray), each
+attempt is recorded in the store (:mod:`experiments.store`) as it ends, and the folder
+gets the one results layout (:mod:`experiments.layout`) with ``manifest.json`` and
+``spec.toml``. :func:`sweep` (``run`` and ``sweep``) adds ``metrics.parquet``,
+``summary.json``, ``report.md``, ``plots/`` and ``log.txt``; the other commands add
+their own files beside the store.
 
-The parent process is the only writer of the store (:mod:`experiments.store`): each
-finished run is written at once and atomically, so ``--resume`` skips exactly the runs
-that finished. A run that fails (SUMO dies, an exception, a killed worker) is recorded
-as a failed attempt with its error and retried up to ``retries`` times; the rest of the
-sweep goes on.
-
-Backends:
-
-- ``local``: a :class:`concurrent.futures.ProcessPoolExecutor` of spawned workers. A
-  killed worker breaks the pool: the runs in flight are recorded as failed, the pool is
-  rebuilt, and those runs are retried one at a time, so the run that kills its worker
-  is the only one that keeps failing.
-- ``ray``: the same runs as Ray tasks (``pip install 'greenphase[ray]'``), on a local
-  Ray or a cluster at ``address``. Every node needs greenphase installed; learned
-  controllers also need ``DIR`` on a filesystem the nodes share (their training runs).
+The parent process is the only writer of the store: each finished run is written at
+once and atomically, so ``--resume`` skips exactly the runs that finished. A run that
+fails (SUMO dies, an exception, a killed worker) is recorded as a failed attempt with
+its error and retried up to ``retries`` times; the rest of the plan goes on.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import logging
 import math
 import multiprocessing
 import os
-import resource
 import shutil
-import socket
 import statistics
-import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from experiments import results, spec, store
+from experiments import layout, results, spec, store
+from experiments.executor import (
+    BACKENDS,
+    RAY_MISSING,
+    Executor,
+    Outcome,
+    PoolExecutor,
+    SweepError,
+    make_executor,
+    now,
+    peak_rss_mb,
+    proc_status,
+)
+from experiments.report import write_report
+from experiments.results import plain
 from experiments.spec import RunUnit, Sweep
-from simulator.metrics import KPI_NAMES
+from experiments.summary import records, summarize
 
-BACKENDS = ("local", "ray")
-"""Where runs execute."""
+__all__ = ["BACKENDS", "DEFAULT_RETRIES", "RAY_MISSING", "SweepError", "SweepResult",
+           "execute", "memory", "prepare", "scaling", "sweep"]
+
 DEFAULT_RETRIES = 2
 """Retries of a failed run (so up to three attempts) in one invocation."""
-DELAY_BINS = 12
-"""Bins of the delay-over-time series over a run's horizon."""
-RAY_MISSING = "the ray backend needs: pip install 'greenphase[ray]'"
 
 OnStart = Callable[[int, int], None]
 """Called with (runs in the plan, runs already finished) before the first run starts."""
@@ -68,194 +63,16 @@ OnResult = Callable[[RunUnit, dict[str, Any], bool], None]
 """Called with each attempt's unit, store row and whether it will be retried."""
 
 
-class SweepError(ValueError):
-    """A sweep that cannot start (bad options, a store in the way, no ray); one line."""
-
-
-# ------------------------------------------------------------------ in the worker
-@dataclass
-class Outcome:
-    """What a worker reports about one attempt at a run."""
-
-    status: str
-    """``ok`` or ``failed``."""
-    started: str
-    """UTC time the attempt started (ISO 8601)."""
-    finished: str = ""
-    """UTC time it ended."""
-    error: str = ""
-    """Why it failed: the exception's type and first line."""
-    retry: bool = True
-    """Whether trying again could help (a diverged training would diverge again)."""
-    kpis: dict[str, float] = field(default_factory=dict)
-    """The metrics of :data:`simulator.metrics.KPI_NAMES`."""
-    wall_s: float = math.nan
-    """Wall time of the attempt in the worker."""
-    worker_pid: int = 0
-    """The worker's process id (0: not known, e.g. the worker died)."""
-    host: str = ""
-    """The worker's host name."""
-    worker_rss_mb: float = math.nan
-    """The worker's peak resident memory so far, in MiB."""
-    delay_over_time: str = ""
-    """JSON: mean delay of trips binned by scheduled departure (see :func:`delay_over_time`)."""
-    trips: pd.DataFrame | None = None
-    """Per-trip rows, when the spec keeps them."""
-    curves: pd.DataFrame | None = None
-    """A learned controller's training curve (episode rows)."""
-
-
-class _TrainingStopped(RuntimeError):
-    """Training diverged: trying again would diverge again."""
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB.
-
-    Linux's ``VmHWM`` where there is one: unlike ``ru_maxrss``, which a spawned process
-    inherits across ``exec`` from its parent, it counts this program's own pages only.
-    """
-    for line in _proc_status():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _proc_status() -> list[str]:
-    try:
-        return Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return []
-
-
-def delay_over_time(trips: pd.DataFrame, begin: float, end: float,
-                    bins: int = DELAY_BINS) -> dict[str, Any]:
-    """Mean delay of the trips binned by scheduled departure over the horizon.
-
-    A trip's scheduled departure is its departure less its depart delay (for a vehicle
-    never inserted, the end less its depart delay, as SUMO charges it to the end).
-
-    Returns:
-        ``{"begin": s, "bin_s": s, "bins": [[start_s_from_begin, mean_delay_s, trips], ...]}``
-        with empty bins left out.
-    """
-    horizon = max(float(end - begin), 1.0)
-    bin_s = max(60.0, math.ceil(horizon / bins / 60.0) * 60.0)
-    if trips.empty:
-        return {"begin": begin, "bin_s": bin_s, "bins": []}
-    depart = trips["depart_s"].to_numpy(float)
-    delay_in = trips["depart_delay_s"].to_numpy(float)
-    scheduled = np.where(trips["inserted"].to_numpy(bool), depart, float(end)) - delay_in
-    index = np.clip(((scheduled - begin) // bin_s).astype(int), 0, math.ceil(horizon / bin_s) - 1)
-    frame = pd.DataFrame({"bin": index, "delay": trips["delay_s"].to_numpy(float)})
-    grouped = frame.groupby("bin")["delay"].agg(["mean", "size"])
-    return {"begin": begin, "bin_s": bin_s,
-            "bins": [[float(b * bin_s), float(m), int(n)]
-                     for b, (m, n) in zip(grouped.index, grouped.to_numpy())]}
-
-
-def _sim_options(unit: RunUnit) -> dict[str, Any]:
-    exp = unit.experiment
-    options: dict[str, Any] = {
-        "decision_interval": exp.signals.decision_interval,
-        "min_green": exp.signals.min_green,
-        "max_green": exp.signals.max_green,
-    }
-    if exp.demand.scale != 1.0:
-        options["sumo_args"] = ("--scale", repr(exp.demand.scale))
-    if exp.sensors.detector_length is not None:
-        options["detector_length"] = exp.sensors.detector_length
-    if exp.sensors.first_wait:
-        options["first_wait"] = True
-    if exp.sensors.faults or exp.sensors.cleaning != "none":
-        from simulator.cleaning import sensor_model
-
-        options["sensor_model"] = sensor_model(exp.sensors.faults, exp.sensors.cleaning)
-    return options
-
-
-def _train_and_evaluate(
-    unit: RunUnit, folder: Path
-) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
-    from experiments.runner import run_episode
-    from experiments.train import train
-
-    scenario = unit.experiment.scenario()
-    run = folder / "training" / unit.hash
-    # an earlier attempt's checkpoint has the same settings (same hash): continue from it
-    resume = (run / "checkpoints" / "last.pt").is_file()
-    trained = train(unit.train_spec(), scenario, run, resume=resume, overwrite=not resume)
-    if trained.stopped:
-        raise _TrainingStopped(trained.stopped)
-    result = run_episode(scenario, f"trained:{run}", unit.seed, **_sim_options(unit))
-    curves = pd.read_csv(run / "curves.csv")
-    episodes = curves[curves["kind"] == "episode"]
-    keep = [c for c in ("episode", "return", "mean_delay_s", "eval_delay_s", "lr", "wall_s")
-            if c in episodes.columns]
-    return result.kpis, result.trips, episodes[keep].reset_index(drop=True)
-
-
-def run_unit(unit: RunUnit, folder: str) -> Outcome:
-    """Run one unit in this (worker) process; failures are reported, never raised.
-
-    Args:
-        unit: The run.
-        folder: The results directory (learned controllers train into
-            ``folder/training/<hash>/``; nothing else is written here).
-
-    Returns:
-        The attempt's outcome, for the parent to record.
-    """
-    out = Outcome(status="ok", started=_now(), worker_pid=os.getpid(),
-                  host=socket.gethostname())
-    began = time.perf_counter()
-    try:
-        curves = None
-        if unit.learned:
-            kpis, trips, curves = _train_and_evaluate(unit, Path(folder))
-        else:
-            from experiments.runner import run_episode
-
-            result = run_episode(unit.experiment.scenario(), unit.controller, unit.seed,
-                                 **_sim_options(unit))
-            kpis, trips = result.kpis, result.trips
-        exp = unit.experiment
-        assert exp.begin is not None and exp.end is not None  # resolved
-        out.kpis = {k: float(kpis[k]) for k in KPI_NAMES}
-        out.delay_over_time = json.dumps(delay_over_time(trips, exp.begin, exp.end))
-        out.trips = trips if exp.trips else None
-        out.curves = curves
-    except _TrainingStopped as err:
-        out.status, out.error, out.retry = "failed", str(err), False
-    except Exception as err:  # noqa: BLE001 - a failed run is recorded; the sweep goes on
-        out.status, out.error = "failed", _one_line(err)
-    out.wall_s = time.perf_counter() - began
-    out.finished = _now()
-    out.worker_rss_mb = peak_rss_mb()
-    return out
-
-
-# ------------------------------------------------------------------ in the parent
 @dataclass(frozen=True)
 class SweepResult:
-    """A sweep's end: what ran, what failed, and the summary over seeds."""
+    """A plan's end: what ran, what failed, and the summary over seeds."""
 
     name: str
     """The spec's name."""
     folder: Path
     """The results directory."""
     backend: str
-    """``local`` or ``ray``."""
+    """The executor: ``in-process``, ``local`` or ``ray``."""
     workers: int
     """Runs kept in flight at a time."""
     total: int
@@ -271,16 +88,16 @@ class SweepResult:
     wall_s: float
     """Wall time of this invocation, from expanding the plan to the last run."""
     summary: pd.DataFrame
-    """The report's summary (see :func:`experiments.report.summarize`)."""
+    """The summary over seeds (see :func:`experiments.summary.summarize`)."""
     parent_rss_mb: float
     """Peak resident memory of this process."""
     worker_rss_mb: float
     """Largest peak resident memory a worker reported."""
+    runs: pd.DataFrame
+    """The store's finished rows of the plan's runs, in the plan's order."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``sweep --json`` document (no NaN: JSON has none)."""
-        from experiments.report import plain
-
         return {
             "name": self.name, "folder": str(self.folder), "backend": self.backend,
             "workers": self.workers, "runs": self.total, "skipped": self.skipped,
@@ -288,8 +105,7 @@ class SweepResult:
             "failed_attempts": self.failed_attempts, "wall_s": round(self.wall_s, 3),
             "peak_rss_mb": {"parent": plain(self.parent_rss_mb),
                             "worker": plain(self.worker_rss_mb)},
-            "summary": [{k: plain(v) for k, v in row.items()}
-                        for row in self.summary.to_dict("records")],
+            "summary": records(self.summary),
             "failures": self.failures,
         }
 
@@ -316,7 +132,7 @@ class _Recorder:
             "cell": unit.cell, "controller": unit.controller, "setting": unit.setting,
             "seed": unit.seed, "status": out.status, "attempt": attempt, "error": out.error,
             **out.kpis, "wall_s": out.wall_s, "started": out.started,
-            "finished": out.finished or _now(), "worker_pid": out.worker_pid,
+            "finished": out.finished or now(), "worker_pid": out.worker_pid,
             "host": out.host, "worker_rss_mb": out.worker_rss_mb,
             "delay_over_time": out.delay_over_time,
             "spec": json.dumps(unit.resolved(), sort_keys=True),
@@ -342,144 +158,8 @@ class _Recorder:
         return retry
 
 
-def _died(started: str, why: str) -> Outcome:
-    return Outcome(status="failed", started=started, finished=_now(), error=why)
-
-
-def _run_local(todo: Sequence[RunUnit], folder: Path, workers: int, rec: _Recorder, *,
-               wait: bool = False) -> None:
-    """Run on a pool of spawned processes; rebuild the pool when a worker dies.
-
-    A dead worker breaks the pool and fails every run in flight, so those runs are
-    retried one at a time (*suspects*): the run that kills its worker is then the only one
-    that fails again. With ``wait`` false the workers finish exiting in the background
-    (their simulation servers take a moment to stop) while the caller writes its summary.
-    """
-    context = multiprocessing.get_context("spawn")
-    queue: deque[RunUnit] = deque(todo)
-    suspects: deque[RunUnit] = deque()
-    pool: cf.ProcessPoolExecutor | None = None
-    inflight: dict[cf.Future[Outcome], tuple[RunUnit, str]] = {}
-    alone = False  # a suspect is running by itself
-
-    def submit(unit: RunUnit) -> bool:
-        """Hand a run to the pool; False when the pool broke before it could take it."""
-        assert pool is not None
-        try:
-            inflight[pool.submit(run_unit, unit, str(folder))] = (unit, _now())
-        except BrokenProcessPool:
-            return False
-        return True
-
-    try:
-        while queue or suspects or inflight:
-            if pool is None:
-                pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-            refused = False
-            if suspects and not inflight:
-                unit = suspects.popleft()
-                if submit(unit):
-                    alone = True
-                else:
-                    suspects.appendleft(unit)
-                    refused = True
-            elif not alone:
-                while queue and len(inflight) < workers:
-                    unit = queue.popleft()
-                    if not submit(unit):  # a worker died between two submissions
-                        queue.appendleft(unit)
-                        refused = True
-                        break
-            if refused and not inflight:
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = None
-                continue
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-            broken = False
-            while done:
-                for future in done:
-                    unit, started = inflight.pop(future)
-                    try:
-                        out = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        out = _died(started, "WorkerDied: a worker process died (killed or "
-                                             "crashed) while this run was in flight")
-                    except Exception as err:  # noqa: BLE001 - e.g. a result that cannot pickle
-                        out = _died(started, _one_line(err))
-                    if rec.record(unit, out):
-                        (suspects if broken else queue).append(unit)
-                # a broken pool fails every run still in flight at once: collect them too
-                done = cf.wait(inflight)[0] if broken else set()
-            if not inflight:
-                alone = False
-            if broken:
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = None
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise SweepError(RAY_MISSING) from None
-    return ray
-
-
-def _run_ray(
-    todo: Sequence[RunUnit], folder: Path, workers: int | None, address: str | None,
-    rec: _Recorder,
-) -> int:
-    """Run as Ray tasks; returns the number of runs kept in flight."""
-    ray = _import_ray()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    init_here = not ray.is_initialized()
-    if init_here:
-        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-        try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                # "local": a new Ray of our own, never one that `ray start` left running
-                ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
-                         include_dashboard=False, **options)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f"at {address}" if address else "locally"
-            raise SweepError(f"cannot start Ray {where}: {_one_line(err)}") from None
-    try:
-        capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(num_cpus=1, max_retries=0)(run_unit)
-        queue: deque[RunUnit] = deque(todo)
-        inflight: dict[Any, tuple[RunUnit, str]] = {}
-        while queue or inflight:
-            while queue and len(inflight) < capacity:
-                unit = queue.popleft()
-                inflight[task.remote(unit, str(folder))] = (unit, _now())
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                unit, started = inflight.pop(ref)
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayError as err:  # a dead worker, a lost node
-                    out = _died(started, _one_line(err))
-                if rec.record(unit, out):
-                    queue.append(unit)
-        return capacity
-    finally:
-        if init_here:
-            ray.shutdown()
-
-
-def plan_units(plan: Sweep) -> list[RunUnit]:
-    """The sweep's run units (every point, controller and seed, each once)."""
-    return list(plan.units)
-
-
 def prepare(st: store.Store, *, resume: bool, overwrite: bool) -> None:
-    """Check that an opened store may take this sweep; clear it for ``overwrite``.
+    """Check that an opened store may take this plan; clear it for ``overwrite``.
 
     Raises:
         SweepError: The store holds runs and neither ``resume`` nor ``overwrite`` is given.
@@ -498,6 +178,7 @@ def sweep(
     plan: Sweep,
     folder: Path,
     *,
+    executor: Executor | None = None,
     workers: int | None = None,
     backend: str = "local",
     address: str | None = None,
@@ -505,6 +186,8 @@ def sweep(
     overwrite: bool = False,
     retries: int = DEFAULT_RETRIES,
     report: bool = True,
+    kind: str = "sweep",
+    manifest: dict[str, Any] | None = None,
     on_start: OnStart | None = None,
     on_result: OnResult | None = None,
 ) -> SweepResult:
@@ -512,8 +195,10 @@ def sweep(
 
     Args:
         plan: The spec's sweep (a single experiment is a sweep of one point).
-        folder: The results directory: ``store/``, ``spec.toml``, ``plan.json``,
+        folder: The results directory: ``store/``, ``manifest.json``, ``spec.toml``,
             ``metrics.parquet``, ``summary.json``, ``report.md``, ``plots/``, ``log.txt``.
+        executor: Where the runs run (default: ``backend``'s, with ``workers`` and
+            ``address``).
         workers: Runs at a time (default: the CPU cores; for Ray, the cluster's CPUs).
         backend: ``local`` (process pool) or ``ray``.
         address: A Ray cluster's address (``ray`` only; default: start a local Ray).
@@ -521,6 +206,8 @@ def sweep(
         overwrite: Start again in a folder that holds a sweep.
         retries: Retries of a failed run.
         report: Write ``report.md`` and the plots at the end.
+        kind: The command, as the manifest names it (:data:`experiments.layout.KINDS`).
+        manifest: More entries for the manifest.
         on_start: Called with (runs, runs already finished) before running.
         on_result: Called after each attempt with its unit, row and whether it is retried.
 
@@ -528,75 +215,77 @@ def sweep(
         SweepError: Bad options, a store in the way, or Ray missing or unreachable.
         experiments.results.OutputError: The folder cannot be written.
     """
-    if backend not in BACKENDS:
-        raise SweepError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if address and backend != "ray":
-        raise SweepError("--address needs --backend ray")
-    if workers is not None and workers < 1:
-        raise SweepError(f"--workers must be at least 1, got {workers}")
+    if executor is None:
+        executor = make_executor(backend, workers, address)
+    result = execute(plan, folder, executor=executor, resume=resume, overwrite=overwrite,
+                     retries=retries, kind=kind, manifest=manifest, on_start=on_start,
+                     on_result=on_result)
+    folder = result.folder
+    results.write_parquet(folder / "metrics.parquet", result.runs)
+    results.write_summary(folder, result.to_json())
+    if report:
+        write_report(folder)
+    _append_log(folder, result)
+    return result
+
+
+def execute(
+    plan: Sweep,
+    folder: Path,
+    *,
+    executor: Executor,
+    units: Sequence[RunUnit] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    retries: int = DEFAULT_RETRIES,
+    kind: str = "sweep",
+    manifest: dict[str, Any] | None = None,
+    on_start: OnStart | None = None,
+    on_result: OnResult | None = None,
+) -> SweepResult:
+    """The pipeline: store, manifest and spec, every missing unit run and recorded, summary.
+
+    What :func:`sweep` does before it writes its metrics, summary, report and log; every
+    command's runs go through here. The arguments are :func:`sweep`'s; ``units`` replaces
+    the plan's run units (a command that runs a few more or fewer than its plan says).
+    """
     if retries < 0:
         raise SweepError(f"--retries must be >= 0, got {retries}")
-    if backend == "ray":
-        _import_ray()  # a clear message before anything is written
     folder = Path(folder)
     results.ensure_writable(folder)
-    units = plan_units(plan)
+    units = list(plan.units if units is None else units)
     started = time.perf_counter()
     with store.Store(folder) as st:
         prepare(st, resume=resume, overwrite=overwrite)
-        results.write_text(folder / "spec.toml", spec.dump_toml(plan.to_dict()))
-        results.write_json(folder / "plan.json", plan_document(plan, units))
+        results.write_toml(folder / "spec.toml", plan.to_dict())
+        layout.write_manifest(folder, kind, plan, units, manifest)
         finished = st.finished()
         todo = [u for u in units if u.hash not in finished]
         skipped = len(units) - len(todo)
         if on_start is not None:
             on_start(len(units), skipped)
         rec = _Recorder(st, retries, on_result)
-        n_workers = workers or os.cpu_count() or 1
-        if todo:
-            if backend == "local":
-                _run_local(todo, folder, min(n_workers, len(todo)), rec)
-            else:
-                n_workers = _run_ray(todo, folder, workers, address, rec)
+        executor.run(todo, folder, rec.record)
         wall = time.perf_counter() - started
         done = st.finished()
-    from experiments import report as report_mod
-
-    summary = report_mod.summarize(report_mod.load_runs(folder))
+    runs = layout.load_runs(folder)
     failures = [
         {"hash": u.hash, "network": u.network, "controller": u.label, "seed": u.seed,
          "attempts": int(row["attempt"]), "error": row["error"]}
         for u, row in rec.gave_up.values() if u.hash not in done
     ]
-    result = SweepResult(
-        name=plan.name, folder=folder, backend=backend, workers=n_workers, total=len(units),
-        skipped=skipped, finished=sum(1 for u in units if u.hash in done),
-        failed_attempts=rec.failed_attempts, failures=failures, wall_s=wall, summary=summary,
-        parent_rss_mb=peak_rss_mb(), worker_rss_mb=rec.worker_rss_mb or math.nan,
+    ok = runs[runs["status"] == "ok"].drop(columns="order").reset_index(drop=True)
+    return SweepResult(
+        name=plan.name, folder=folder, backend=executor.name, workers=executor.workers,
+        total=len(units), skipped=skipped, finished=sum(1 for u in units if u.hash in done),
+        failed_attempts=rec.failed_attempts, failures=failures, wall_s=wall,
+        summary=summarize(runs), parent_rss_mb=peak_rss_mb(),
+        worker_rss_mb=rec.worker_rss_mb or math.nan, runs=ok,
     )
-    ok = store.read(folder, status="ok")
-    ok = ok[ok["hash"].isin({u.hash for u in units})]
-    results.write_parquet(folder / "metrics.parquet", ok)
-    doc = result.to_json() | {"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    results.write_json(folder / "summary.json", doc)
-    if report:
-        report_mod.write_report(folder)
-    _append_log(folder, result)
-    return result
-
-
-def plan_document(plan: Sweep, units: Sequence[RunUnit]) -> dict[str, Any]:
-    """``plan.json``: the sweep's runs in order (the report reads its rows by these hashes)."""
-    return {
-        "name": plan.name,
-        "runs": [{"hash": u.hash, "network": u.network, "cell": u.cell,
-                  "controller": u.controller, "setting": u.setting, "seed": u.seed}
-                 for u in units],
-    }
 
 
 def _append_log(folder: Path, result: SweepResult) -> None:
-    lines = [f"{_now()} greenphase sweep {result.name}: {result.total} runs, "
+    lines = [f"{now()} greenphase sweep {result.name}: {result.total} runs, "
              f"{result.skipped} finished before, {result.finished} finished now, "
              f"{len(result.failures)} failed ({result.failed_attempts} failed attempts), "
              f"{result.wall_s:.1f} s on {result.workers} {result.backend} worker(s)"]
@@ -642,7 +331,7 @@ def scaling(
     if repeats < 1 or runs < 1 or not workers or min(workers) < 1:
         raise SweepError("bench: runs, repeats and worker counts must be at least 1")
     plan = _bench_plan(network, runs, ("fixed", "max-pressure"), horizon_s, trips=False)
-    units = plan_units(plan)[:runs]
+    units = list(plan.units)[:runs]
     walls: dict[int, list[float]] = {n: [] for n in workers}
     burns: dict[int, list[float]] = {n: [] for n in workers}
     load_before = os.getloadavg()[0]
@@ -655,7 +344,8 @@ def scaling(
             began = time.perf_counter()
             with store.Store(target) as st:
                 rec = _Recorder(st, 0, None)
-                _run_local(units, target, n, rec, wait=True)  # the workers' exit included
+                # the workers' exit included
+                PoolExecutor(n, wait=True).run(units, target, rec.record)
             walls[n].append(round(time.perf_counter() - began, 3))
             if rec.failed_attempts:
                 raise SweepError(f"bench: {rec.failed_attempts} run(s) failed; see {target}")
@@ -705,7 +395,7 @@ def memory(
     """
     controllers = ("fixed", "max-pressure", "sotl", "webster")
     plan = _bench_plan(network, runs, controllers, horizon_s, trips=True)
-    units = plan_units(plan)[:runs]
+    units = list(plan.units)[:runs]
     shutil.rmtree(folder, ignore_errors=True)
     rows: list[dict[str, Any]] = []
     count = 0
@@ -726,14 +416,14 @@ def memory(
         rec.on_record = mark
         n_workers = workers or os.cpu_count() or 1
         began = time.perf_counter()
-        _run_local(units, folder, n_workers, rec)
+        PoolExecutor(n_workers).run(units, folder, rec.record)
     return {"network": network, "runs": len(units), "workers": n_workers,
             "wall_s": round(time.perf_counter() - began, 1), "failed_attempts": rec.failed_attempts,
             "rows": rows}
 
 
 def _current_rss_mb() -> float:
-    for line in _proc_status():
+    for line in proc_status():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return math.nan

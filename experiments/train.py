@@ -16,27 +16,31 @@ from __future__ import annotations
 import csv
 import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from agents import checkpoint
 from agents.dqn import DQN, DQNConfig
+from agents.errors import ConfigError
 from agents.federated import FederatedConfig, FederatedDQN
+from agents.learner import Learner
 from agents.models import SignalNetwork, pad
 from agents.normalize import RunningNormalizer
-from agents.optim import ConfigError, DivergenceError, OptimConfig
+from agents.optim import DivergenceError, OptimConfig, batch_size
 from agents.ppo import PPO, PPOConfig
+from agents.settings import Settings, one_of
 from experiments import results
 from networks import Scenario
-from simulator.cleaning import CLEANINGS, MissingFlags, sensor_model
-from simulator.faults import FaultConfig, FaultConfigError
+from simulator.cleaning import MissingFlags
 from simulator.observations import OBSERVATIONS, ObservationFunction
+from simulator.options import SimulationOptions
 from simulator.parallel import TrafficSignalParallelEnv
 from simulator.rewards import REWARDS
 
@@ -48,117 +52,106 @@ CURVE_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class TrainSpec:
+FLAT_SIMULATION = ("decision_interval", "min_green", "max_green", "faults", "cleaning")
+"""Simulation settings that a training spec once held at its top level (checkpoints and
+``spec.toml`` of older runs); given there, they are read into :attr:`TrainSpec.simulation`."""
+
+
+class TrainSpec(Settings):
     """Everything that defines a training run (written to ``spec.toml``)."""
 
-    algo: str = "dqn"
+    algo: Annotated[str, AfterValidator(one_of(ALGOS))] = "dqn"
     """Learner: ``dqn`` or ``ppo``."""
-    episodes: int = 100
+    episodes: int = Field(default=100, ge=1)
     """Training episodes, each over the scenario's whole horizon."""
     seed: int = 0
     """Seed of the learner (torch, numpy, random) and of the training episodes' SUMO seeds."""
-    observation: str = "queue"
+    observation: Annotated[str, AfterValidator(one_of(tuple(OBSERVATIONS)))] = "queue"
     """Observation function (``queue`` or ``pressure``)."""
-    reward: str = "delay"
+    reward: Annotated[str, AfterValidator(one_of(tuple(REWARDS)))] = "delay"
     """Reward function (``delay``, ``waiting-time``, ``queue``, ``pressure``)."""
-    reward_scale: float = 0.01
+    reward_scale: float = Field(default=0.01, gt=0)
     """Rewards are multiplied by this before learning."""
-    decision_interval: float = 5.0
-    """Seconds between decisions."""
-    min_green: float = 5.0
-    """Shortest green in seconds."""
-    max_green: float = 50.0
-    """Longest green in seconds."""
+    simulation: SimulationOptions = Field(default_factory=SimulationOptions)
+    """How the training and evaluation episodes are simulated: decision interval, green
+    limits, and the sensor faults and cleaning the policy sees (``zero-flag`` cleaning adds
+    a missing flag per lane to the observation)."""
     shared: bool = True
     """One network for every intersection (else one per intersection)."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(64, 64), min_length=1)
     """Hidden layer widths."""
-    eval_every: int = 5
+    eval_every: int = Field(default=5, ge=1)
     """Episodes between greedy evaluations on :attr:`eval_seed` (and at the last episode)."""
     eval_seed: int = 10_000
     """SUMO seed of the evaluation episodes."""
-    faults: str = ""
-    """Sensor faults during training and its evaluations, as ``KIND=VALUE,...``
-    (:class:`simulator.faults.FaultConfig`; empty: exact sensors)."""
-    cleaning: str = "none"
-    """Cleaning of the readings before the policy: ``none``, ``last`` or ``zero-flag``
-    (:mod:`simulator.cleaning`); ``zero-flag`` adds a missing flag per lane to the observation."""
     normalize: bool = False
     """Normalise observations by running mean and std (:mod:`agents.normalize`),
     kept with the policy in its checkpoint."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = OptimConfig()
     """Optimiser, schedule, batches and regularisation."""
-    dqn: DQNConfig = field(default_factory=DQNConfig)
+    dqn: DQNConfig = DQNConfig()
     """DQN settings (used when ``algo`` is ``dqn``)."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    ppo: PPOConfig = PPOConfig()
     """PPO settings (used when ``algo`` is ``ppo``)."""
     federated: FederatedConfig | None = None
     """Federated DQN (:mod:`agents.federated`): each intersection trains its own copy and a
     server averages them every ``local_episodes`` episodes; ``None``: off."""
 
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ConfigError(f"algo: unknown {self.algo!r}; choose from {', '.join(ALGOS)}")
-        if self.episodes < 1:
-            raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
-        if self.observation not in OBSERVATIONS:
-            raise ConfigError(f"observation: unknown {self.observation!r}; "
-                              f"choose from {', '.join(OBSERVATIONS)}")
-        if self.reward not in REWARDS:
-            raise ConfigError(f"reward: unknown {self.reward!r}; choose from {', '.join(REWARDS)}")
-        if self.reward_scale <= 0:
-            raise ConfigError(f"reward_scale must be > 0, got {self.reward_scale}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"hidden: layer widths must be >= 1, got {self.hidden}")
-        if self.eval_every < 1:
-            raise ConfigError(f"eval_every must be at least 1, got {self.eval_every}")
-        try:
-            FaultConfig.parse(self.faults)
-        except FaultConfigError as err:
-            raise ConfigError(f"faults: {err}") from None
-        if self.cleaning not in CLEANINGS:
-            raise ConfigError(f"cleaning: unknown {self.cleaning!r}; "
-                              f"choose from {', '.join(CLEANINGS)}")
-        if self.federated is not None:
-            if self.algo != "dqn" or not self.shared:
-                raise ConfigError("federated training takes algo dqn and the shared architecture")
-            if self.normalize:
-                raise ConfigError("federated training keeps observations at each intersection: "
-                                  "it takes no central observation normalisation")
-            if self.episodes % self.federated.local_episodes:
-                raise ConfigError(f"episodes ({self.episodes}) must be a multiple of "
-                                  f"local_episodes ({self.federated.local_episodes})")
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_simulation(cls, data: Any) -> Any:
+        """Read the top-level simulation settings of older specs into ``simulation``."""
+        if not isinstance(data, Mapping) or not any(k in data for k in FLAT_SIMULATION):
+            return data
+        data = dict(data)
+        simulation = data.get("simulation", {})
+        if isinstance(simulation, SimulationOptions):
+            simulation = simulation.model_dump()
+        flat = {k: data.pop(k) for k in FLAT_SIMULATION if k in data}
+        data["simulation"] = {**simulation, **flat} if isinstance(simulation, Mapping) \
+            else simulation
+        return data
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _hidden_list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value  # TOML and checkpoints
+
+    @model_validator(mode="after")
+    def _federated_fits(self) -> TrainSpec:
+        if self.federated is None:
+            return self
+        if self.algo != "dqn" or not self.shared:
+            raise ValueError("federated training takes algo dqn and the shared architecture")
+        if self.normalize:
+            raise ValueError("federated training keeps observations at each intersection: "
+                             "it takes no central observation normalisation")
+        if self.episodes % self.federated.local_episodes:
+            raise ValueError(f"episodes ({self.episodes}) must be a multiple of "
+                             f"local_episodes ({self.federated.local_episodes})")
+        return self
+
+    # the simulation settings by their names of old: spec.decision_interval, ...
+    decision_interval = property(lambda self: self.simulation.decision_interval)
+    min_green = property(lambda self: self.simulation.min_green)
+    max_green = property(lambda self: self.simulation.max_green)
+    faults = property(lambda self: self.simulation.faults)
+    cleaning = property(lambda self: self.simulation.cleaning)
 
     @property
     def observation_fn(self) -> ObservationFunction:
         """The observation function the policy sees (with missing flags under ``zero-flag``)."""
         observation = OBSERVATIONS[self.observation]()
-        return MissingFlags(observation) if self.cleaning == "zero-flag" else observation
+        return MissingFlags(observation) if self.simulation.cleaning == "zero-flag" else observation
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values only (for TOML and checkpoints)."""
-        data = asdict(self)
-        data["hidden"] = list(self.hidden)
+        """Plain values only (for TOML and checkpoints); :meth:`from_dict` reads them."""
+        data = self.model_dump()
         if self.federated is None:
             del data["federated"]  # TOML has no null; absent means off
+        data["hidden"] = list(self.hidden)
+        data["simulation"]["sumo_args"] = list(self.simulation.sumo_args)
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
-        """Rebuild from :meth:`to_dict`; unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"unknown training setting {key!r}")
-        data = dict(data)
-        data["hidden"] = tuple(data.get("hidden", (64, 64)))
-        data["optim"] = OptimConfig.from_dict(dict(data.get("optim", {})))
-        data["dqn"] = DQNConfig.from_dict(dict(data.get("dqn", {})))
-        data["ppo"] = PPOConfig.from_dict(dict(data.get("ppo", {})))
-        federated = data.get("federated")
-        data["federated"] = None if federated is None else FederatedConfig.from_dict(federated)
-        return cls(**data)
 
 
 def training_seed(spec: TrainSpec, episode: int) -> int:
@@ -182,6 +175,20 @@ class TrainResult:
     """Why training stopped early (divergence), or empty."""
 
 
+def make_learner(spec: TrainSpec, net: SignalNetwork, steps_per_episode: float,
+                 rng: np.random.Generator) -> Learner:
+    """The learner ``spec`` names for ``net``, its schedules planned over the whole run."""
+    total_steps = int(spec.episodes * steps_per_episode)
+    if spec.federated is not None:
+        return FederatedDQN(net, spec.federated, spec.dqn, spec.optim, total_steps, rng)
+    if spec.algo == "dqn":
+        return DQN(net, spec.dqn, spec.optim, total_steps, rng)
+    samples = int(steps_per_episode * len(net.obs_dims) * spec.ppo.episodes_per_update)
+    per_round = spec.ppo.epochs * -(-samples // batch_size(spec.optim, samples))
+    rounds = max(1, spec.episodes // spec.ppo.episodes_per_update)
+    return PPO(net, spec.ppo, spec.optim, rounds * per_round, rng)
+
+
 class Trainer:
     """Runs the training loop of one spec on one scenario into a run directory."""
 
@@ -191,10 +198,7 @@ class Trainer:
             scenario,
             observation=spec.observation_fn,
             reward=REWARDS[spec.reward](),
-            sensor_model=sensor_model(spec.faults, spec.cleaning),
-            decision_interval=spec.decision_interval,
-            min_green=spec.min_green,
-            max_green=spec.max_green,
+            options=spec.simulation,
         )
         self.agents = list(self.env.possible_agents)
         self.agent_index = torch.arange(len(self.agents))
@@ -208,26 +212,15 @@ class Trainer:
         self.rng = np.random.default_rng(spec.seed)
         self.net = SignalNetwork(obs_dims, num_phases, spec.hidden, shared=spec.shared, kind=kind)
         self.normalizer = RunningNormalizer(self.net.obs_size) if spec.normalize else None
-        steps_per_episode = -(-scenario.horizon_s // spec.decision_interval)
-        total_steps = int(spec.episodes * steps_per_episode)
-        self.learner: DQN | PPO | FederatedDQN
-        if spec.federated is not None:
-            self.learner = FederatedDQN(self.net, spec.federated, spec.dqn, spec.optim,
-                                        total_steps, self.rng)
-        elif spec.algo == "dqn":
-            self.learner = DQN(self.net, spec.dqn, spec.optim, total_steps, self.rng)
-        else:
-            samples = steps_per_episode * len(self.agents) * spec.ppo.episodes_per_update
-            per_round = spec.ppo.epochs * -(-int(samples) // _ppo_batch(spec.optim, int(samples)))
-            rounds = max(1, spec.episodes // spec.ppo.episodes_per_update)
-            self.learner = PPO(self.net, spec.ppo, spec.optim, rounds * per_round, self.rng)
+        steps_per_episode = -(-scenario.horizon_s // spec.simulation.decision_interval)
+        self.learner = make_learner(spec, self.net, steps_per_episode, self.rng)
         self.policy_meta = {
             "kind": kind, "obs_dims": obs_dims, "num_phases": num_phases,
             "hidden": list(spec.hidden), "shared": spec.shared,
             "observation": spec.observation, "tls_ids": self.agents,
-            "network": scenario.name, "decision_interval": spec.decision_interval,
-            "missing_flags": spec.cleaning == "zero-flag", "cleaning": spec.cleaning,
-            "faults": spec.faults,
+            "network": scenario.name, "decision_interval": spec.simulation.decision_interval,
+            "missing_flags": spec.simulation.cleaning == "zero-flag",
+            "cleaning": spec.simulation.cleaning, "faults": spec.simulation.faults,
         }
         self.episode = 0
         self.best = float("inf")
@@ -260,8 +253,8 @@ class Trainer:
             if learn:
                 logs += self.learner.observe(obs, self.agent_index, action, reward, next_obs)
             obs = next_obs
-        if learn and isinstance(self.learner, PPO | FederatedDQN):
-            logs += self.learner.end_episode()
+        if learn:
+            logs += self.learner.end_of_episode()
         assert self.env.result is not None
         return total, self.env.result.kpis, logs
 
@@ -314,12 +307,6 @@ class Trainer:
         self.env.close()
 
 
-def _ppo_batch(optim: OptimConfig, samples: int) -> int:
-    from agents.optim import batch_size
-
-    return batch_size(optim, samples)
-
-
 class CurveLog:
     """``curves.csv``: appended row by row, cut back to the checkpoint on resume."""
 
@@ -345,15 +332,9 @@ class CurveLog:
         self._file.close()
 
 
-def train(
-    spec: TrainSpec,
-    scenario: Scenario,
-    run: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    on_episode: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainResult:
+def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = False,
+          overwrite: bool = False,
+          on_episode: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``spec`` on ``scenario`` into ``run``; resume from its last checkpoint if asked.
 
     A run directory that already holds a training run is only reused with
@@ -374,7 +355,7 @@ def train(
                     "net_file": str(scenario.net_file),
                     "route_files": [str(r) for r in scenario.route_files],
                     "begin": scenario.begin, "end": scenario.end, **spec.to_dict()}
-        results.write_text(run / "spec.toml", results.to_toml(spec_doc))
+        results.write_toml(run / "spec.toml", spec_doc)
         curves = CurveLog(run / "curves.csv", resume_at=trainer.episode if resume else None)
         stopped = ""
         try:
@@ -397,8 +378,8 @@ def train(
                        "mean_delay_s": kpis["mean_delay_s"], "eval_delay_s": eval_delay,
                        "wall_s": trainer.wall,
                        "lr": logs[-1]["lr"] if logs else float("nan"),
-                       "epsilon": getattr(trainer.learner, "epsilon", float("nan")),
-                       "bytes": getattr(trainer.learner, "episode_bytes", float("nan"))}
+                       "epsilon": trainer.learner.epsilon,
+                       "bytes": trainer.learner.episode_bytes}
                 curves.write([*rows, row])
                 if eval_delay < trainer.best:
                     trainer.best = eval_delay

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from networks.errors import NetworkError
 from networks.netinfo import read_net
-from networks.registry import Scenario
+from networks.scenario import Scenario
+from networks.sumo_home import SumoError, sumo_home
 
 MAX_SIDE = 10
 """Largest number of rows or columns of a generated grid."""
@@ -148,10 +149,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
 
 def _sumo_home() -> Path:
     try:
-        import sumo
-    except ImportError:
-        raise NetworkError("SUMO is not installed: pip install eclipse-sumo") from None
-    return Path(sumo.SUMO_HOME)
+        return sumo_home()
+    except SumoError as err:
+        raise NetworkError(str(err)) from None
 
 
 def _install(built: Path, final: Path, scratch: Path, files: tuple[str, ...], stamp: str) -> None:

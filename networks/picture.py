@@ -7,11 +7,10 @@ light as a dot at the junction(s) it controls, labelled with its id, shortened.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from networks.errors import NetworkError
+from networks.files import atomic_write
 from networks.netinfo import read_net
 
 ROAD_COLOUR = "#8c8c8c"
@@ -92,17 +91,6 @@ def draw(net_file: Path, png: Path, *, title: str | None = None, dpi: int = 120)
 
     png = Path(png)
     try:
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.name}.", suffix=".tmp")
+        return atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
     except OSError as err:
         raise PictureError(f"cannot write picture to {png}: {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is an ordinary file
-        os.replace(tmp, png)
-    except OSError as err:
-        raise PictureError(f"cannot write picture to {png}: {err.strerror or err}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return png

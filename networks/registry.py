@@ -11,45 +11,15 @@ import importlib.util
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from networks.errors import NetworkError
-from networks.netinfo import NetInfo, read_net
+from networks.generators import grid
+from networks.netinfo import read_net
+from networks.scenario import Scenario
 
-
-@dataclass(frozen=True)
-class Scenario:
-    """A road network with its demand and the simulated time window."""
-
-    name: str
-    """Registry name, or the net file's stem for a user network."""
-    net_file: Path
-    """SUMO ``.net.xml``."""
-    route_files: tuple[Path, ...]
-    """SUMO route files holding the demand (vehicles, trips or flows)."""
-    begin: int
-    """Simulated start time in seconds."""
-    end: int
-    """Simulated end time in seconds: the horizon."""
-    description: str = ""
-    """One line for ``networks list``."""
-
-    def __post_init__(self) -> None:
-        if self.begin < 0:
-            raise NetworkError(f"begin must be >= 0, got {self.begin}")
-        if self.end <= self.begin:
-            raise NetworkError(f"begin ({self.begin}) must be before end ({self.end})")
-
-    @property
-    def horizon_s(self) -> int:
-        """Length of the simulated window in seconds."""
-        return self.end - self.begin
-
-    @property
-    def net(self) -> NetInfo:
-        """The parsed net file."""
-        return read_net(self.net_file)
+__all__ = ["DEFAULT_NETWORK", "Scenario", "demand", "describe", "from_files", "get", "names",
+           "route_edges"]
 
 
 def _sumo_rl_nets() -> Path:
@@ -100,8 +70,6 @@ def get(name: str) -> Scenario:
         return Scenario(name, base / net, (base / routes,), begin, end, description)
     match = _GRID.match(name)
     if match:
-        from networks.generators import grid
-
         return grid(int(match.group(1)), int(match.group(2)))
     raise NetworkError(
         f"unknown network {name!r}; known: {', '.join(names())}, or grid-RxC, or --net/--routes"

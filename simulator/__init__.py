@@ -15,6 +15,7 @@ from simulator.core import EpisodeResult, TrafficSimulation
 from simulator.env import TrafficSignalEnv
 from simulator.intersection import Layout, ProgramError
 from simulator.observations import ObservationFunction, PressureObservation, QueueObservation
+from simulator.options import SimulationOptions
 from simulator.rewards import (
     DelayReward,
     PressureReward,
@@ -59,6 +60,7 @@ __all__ = [
     "Readings",
     "RewardFunction",
     "SensorModel",
+    "SimulationOptions",
     "SumoError",
     "TrafficSignalEnv",
     "TrafficSimulation",

@@ -24,6 +24,7 @@ import pandas as pd
 from networks import DEFAULT_NETWORK, Scenario, get
 from simulator import metrics
 from simulator.intersection import Intersection, Layout, ProgramError, layout_of
+from simulator.options import SimulationOptions
 from simulator.sensors import (
     DetectorReader,
     Readings,
@@ -58,20 +59,16 @@ class TrafficSimulation:
 
     Args:
         network: registry name or scenario.
-        decision_interval: seconds between decisions.
-        min_green: shortest green in seconds.
-        max_green: longest green in seconds before the next green is forced.
+        options: how the scenario is simulated (default: :class:`SimulationOptions`'
+            defaults): decision interval, green bounds, detectors, sensor faults, demand.
         program: ``None`` for external control of every signal, or a SUMO
             program to run instead: ``"static"`` (the network's own),
             ``"actuated"`` or ``"webster"``.
-        sensor_model: how readings reach the controller (default: exact).
-        detector_length: cap on a detector's length in metres (default: whole lane).
-        first_wait: whether detectors report the first vehicle's waiting time.
         exit_detectors: whether outgoing lanes get detectors (pressure needs them).
+        sensor_model: how readings reach the controller, for a model of one's own
+            (default: ``options.sensor_model()``).
         backend: ``"libsumo"`` (fast, one per process) or ``"traci"``.
         gui: run sumo-gui (needs ``backend="traci"``).
-        time_to_teleport: SUMO's teleport threshold; -1 keeps gridlock as delay.
-        sumo_args: extra SUMO command-line arguments.
         isolate: run each episode's libsumo in a fresh child process (the default
             for libsumo). In one process, libsumo's second and later simulations
             can differ from a fresh one with the same seed (measured: max-pressure
@@ -82,55 +79,49 @@ class TrafficSimulation:
     def __init__(
         self,
         network: str | Scenario = DEFAULT_NETWORK,
+        options: SimulationOptions | None = None,
         *,
-        decision_interval: float = 5.0,
-        min_green: float = 5.0,
-        max_green: float = 50.0,
         program: SignalProgram | None = None,
-        sensor_model: SensorModel | None = None,
-        detector_length: float | None = None,
-        first_wait: bool = False,
         exit_detectors: bool = True,
+        sensor_model: SensorModel | None = None,
         backend: Backend = "libsumo",
         gui: bool = False,
-        time_to_teleport: float = -1,
-        sumo_args: Sequence[str] = (),
         isolate: bool | None = None,
     ) -> None:
         self.scenario = resolve(network)
+        self.options = options if options is not None else SimulationOptions()
         self.isolate = backend == "libsumo" if isolate is None else bool(isolate)
-        # what a child process needs to build the same simulation
-        self._options: dict[str, Any] = dict(
-            decision_interval=decision_interval, min_green=min_green, max_green=max_green,
-            program=program, sensor_model=sensor_model, detector_length=detector_length,
-            first_wait=first_wait, exit_detectors=exit_detectors, backend=backend, gui=gui,
-            time_to_teleport=time_to_teleport, sumo_args=tuple(sumo_args), isolate=False,
+        # what a child process needs, besides the options, to build the same simulation
+        self._settings: dict[str, Any] = dict(
+            program=program, exit_detectors=exit_detectors, sensor_model=sensor_model,
+            backend=backend, gui=gui, isolate=False,
         )
         self._child: Any = None  # a ChildSimulation while an isolated episode runs
-        if decision_interval <= 0:
-            raise ValueError(f"decision_interval must be > 0, got {decision_interval}")
         if program is not None and program not in PROGRAMS:
             raise ValueError(f"unknown signal program {program!r}; known: {', '.join(PROGRAMS)}")
-        self.decision_interval = float(decision_interval)
+        self.decision_interval = float(self.options.decision_interval)
         self.program = program
-        self.sensor_model = sensor_model or SensorModel()
+        self.sensor_model = (
+            sensor_model if sensor_model is not None else self.options.sensor_model()
+        )
         self.backend: Backend = backend
         self.gui = gui
-        self.time_to_teleport = time_to_teleport
-        self.sumo_args = list(sumo_args)
 
         net = self.scenario.net
         self.tls_ids = net.tls_ids
         if not self.tls_ids:
             raise ProgramError(f"network {self.scenario.name!r} has no traffic lights to control")
         self.layouts: list[Layout] = [
-            layout_of(net.programs[t], net.links[t], min_green=min_green, max_green=max_green)
+            layout_of(
+                net.programs[t], net.links[t],
+                min_green=self.options.min_green, max_green=self.options.max_green,
+            )
             for t in self.tls_ids
         ]
         self.detectors = build_detectors(
-            net, self.tls_ids, detector_length, exits=exit_detectors
+            net, self.tls_ids, self.options.detector_length, exits=exit_detectors
         )
-        self._reader = DetectorReader(self.detectors, first_wait=first_wait)
+        self._reader = DetectorReader(self.detectors, first_wait=self.options.first_wait)
         index = self.detectors.index()
         capacity = np.maximum(self.detectors.lengths / VEHICLE_SPACE_M, 1.0)
         self.views: list[SignalView] = []
@@ -207,13 +198,13 @@ class TrafficSimulation:
             "-b", str(sc.begin),
             "-e", str(sc.end),
             "--seed", str(seed),
-            "--time-to-teleport", str(self.time_to_teleport),
+            "--time-to-teleport", format(self.options.time_to_teleport, "g"),
             "--tripinfo-output", str(self._workdir / "tripinfo.xml"),
             *metrics.TRIPINFO_OPTIONS,
             "--no-step-log", "true",
             "--no-warnings", "true",
             "--duration-log.disable", "true",
-            *self.sumo_args,
+            *self.options.sumo_arguments(),
         ]
 
     # ---------------------------------------------------------------- episode
@@ -228,7 +219,9 @@ class TrafficSimulation:
 
             # the child reports raw readings; this process's sensor model turns them
             # into what the controller sees, so the model's state stays here
-            self._child = ChildSimulation(self.scenario, {**self._options, "sensor_model": None})
+            self._child = ChildSimulation(
+                self.scenario, self.options, {**self._settings, "sensor_model": SensorModel()}
+            )
             # under a SUMO program actions are ignored, so the child may run ahead
             self._child.send("stream" if self.program is not None else "start", self.seed)
             self.sensor_model.reset(self.detectors, self.seed)
@@ -387,7 +380,7 @@ class TrafficSimulation:
             from simulator.isolation import ChildSimulation
 
             self.close_sumo()
-            child = ChildSimulation(self.scenario, self._options)
+            child = ChildSimulation(self.scenario, self.options, self._settings)
             try:
                 child.send("run", (controller, int(seed)))
                 result: EpisodeResult = child.receive(on_step)

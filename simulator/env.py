@@ -15,81 +15,27 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from networks import DEFAULT_NETWORK, Scenario
-from simulator.core import EpisodeResult, SignalProgram
-from simulator.envbase import build_simulation, joint_space, signal_spaces, sumo_seed
-from simulator.observations import ObservationFunction, QueueObservation
-from simulator.rewards import DelayReward, RewardFunction
-from simulator.sensors import SensorModel
-from simulator.sumo import Backend
+from simulator.envbase import SignalEnvBase, joint_space, sumo_seed
 
 
-class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
+class TrafficSignalEnv(SignalEnvBase, gym.Env[np.ndarray, Any]):
     """A SUMO network as a Gymnasium environment whose observations come from detectors.
 
-    Args:
-        network: registry name (``"cologne1"``, ``"grid-3x3"``, ...) or a scenario.
-        observation: observation function (default :class:`QueueObservation`).
-        reward: reward function (default :class:`DelayReward`); the reward is
-            the sum over intersections.
-        decision_interval: seconds between decisions.
-        min_green: shortest green in seconds.
-        max_green: longest green in seconds.
-        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
-            instead of obeying actions; the actions are then ignored.
-        sensor_model: how readings reach the observation (default: exact); rewards
-            are computed from the true readings.
-        detector_length: cap on a detector's length in metres.
-        exit_detectors: place detectors on outgoing lanes; by default only
-            when the observation or reward reads them.
-        backend: ``"libsumo"`` or ``"traci"``.
-        gui: run sumo-gui (TraCI only).
-        sumo_args: extra SUMO arguments.
+    Takes the arguments of :class:`~simulator.envbase.SignalEnvBase`: the network, then
+    ``options``, ``observation``, ``reward``, ``program``, ``exit_detectors``,
+    ``sensor_model``, ``backend``, ``gui`` and any :class:`SimulationOptions` field by
+    keyword (``gymnasium.make("greenphase/cologne1-v0", decision_interval=10)``). The
+    reward is the sum over intersections.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(
-        self,
-        network: str | Scenario = DEFAULT_NETWORK,
-        *,
-        observation: ObservationFunction | None = None,
-        reward: RewardFunction | None = None,
-        decision_interval: float = 5.0,
-        min_green: float = 5.0,
-        max_green: float = 50.0,
-        program: SignalProgram | None = None,
-        sensor_model: SensorModel | None = None,
-        detector_length: float | None = None,
-        exit_detectors: bool | None = None,
-        backend: Backend = "libsumo",
-        gui: bool = False,
-        sumo_args: tuple[str, ...] = (),
-    ) -> None:
-        self.observation_fn = observation or QueueObservation()
-        self.reward_fn = reward or DelayReward()
-        self.sim = build_simulation(
-            network,
-            self.observation_fn,
-            self.reward_fn,
-            decision_interval=decision_interval,
-            min_green=min_green,
-            max_green=max_green,
-            program=program,
-            sensor_model=sensor_model,
-            detector_length=detector_length,
-            exit_detectors=exit_detectors,
-            backend=backend,
-            gui=gui,
-            sumo_args=sumo_args,
-        )
-        boxes, phases = signal_spaces(self.observation_fn, self.sim.views)
+    def _set_spaces(self, boxes: list[spaces.Box], phases: list[spaces.Discrete]) -> None:
         self._slices = np.cumsum([0] + [b.shape[0] for b in boxes])
         self.observation_space = joint_space(boxes)
         self.action_space: spaces.Space[Any] = (
             phases[0] if len(phases) == 1 else spaces.MultiDiscrete([int(p.n) for p in phases])
         )
-        self.result: EpisodeResult | None = None
 
     @property
     def tls_ids(self) -> list[str]:
@@ -134,7 +80,3 @@ class TrafficSignalEnv(gym.Env[np.ndarray, Any]):
             info["episode_kpis"] = self.result.kpis
             info["trips"] = self.result.trips
         return obs, reward, False, truncated, info
-
-    def close(self) -> None:
-        """Stop SUMO and remove temporary files."""
-        self.sim.close()

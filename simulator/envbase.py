@@ -1,16 +1,18 @@
-"""What the Gymnasium and the PettingZoo environments share: the simulation and the spaces."""
+"""What the Gymnasium and the PettingZoo environments share: construction and the spaces."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from networks import Scenario
-from simulator.core import SignalProgram, TrafficSimulation
-from simulator.observations import ObservationFunction
-from simulator.rewards import RewardFunction
+from networks import DEFAULT_NETWORK, Scenario
+from simulator.core import EpisodeResult, SignalProgram, TrafficSimulation
+from simulator.observations import ObservationFunction, QueueObservation
+from simulator.options import SimulationOptions
+from simulator.rewards import DelayReward, RewardFunction
 from simulator.sensors import SensorModel
 from simulator.sumo import Backend
 from simulator.view import SignalView
@@ -20,56 +22,116 @@ def build_simulation(
     network: str | Scenario,
     observation: ObservationFunction,
     reward: RewardFunction,
+    options: SimulationOptions | None = None,
     *,
-    decision_interval: float = 5.0,
-    min_green: float = 5.0,
-    max_green: float = 50.0,
     program: SignalProgram | None = None,
-    sensor_model: SensorModel | None = None,
-    detector_length: float | None = None,
     exit_detectors: bool | None = None,
+    sensor_model: SensorModel | None = None,
     backend: Backend = "libsumo",
     gui: bool = False,
-    sumo_args: Sequence[str] = (),
 ) -> TrafficSimulation:
     """The simulation an environment needs for its observation and reward functions.
 
     Args:
         network: registry name or scenario.
-        observation: the observation function; decides whether detectors report
-            the first vehicle's waiting time.
+        observation: the observation function; detectors report the first vehicle's
+            waiting time when it reads it (or the options ask for it).
         reward: the reward function.
-        decision_interval: seconds between decisions.
-        min_green: shortest green in seconds.
-        max_green: longest green in seconds.
+        options: how the scenario is simulated (default: the defaults).
         program: a SUMO program to run instead of obeying actions.
-        sensor_model: how readings reach the observation (default: exact).
-        detector_length: cap on a detector's length in metres.
         exit_detectors: place detectors on outgoing lanes; ``None`` places them
             only when the observation or the reward reads them.
+        sensor_model: a sensor model of one's own (default: the options').
         backend: ``"libsumo"`` or ``"traci"``.
         gui: run sumo-gui (TraCI only).
-        sumo_args: extra SUMO arguments.
 
     Returns:
         The simulation, not yet started.
     """
+    options = options if options is not None else SimulationOptions()
+    if observation.needs_first_wait and not options.first_wait:
+        options = SimulationOptions.of(options, first_wait=True)
     if exit_detectors is None:
         exit_detectors = observation.needs_exits or reward.needs_exits
     return TrafficSimulation(
         network,
-        decision_interval=decision_interval,
-        min_green=min_green,
-        max_green=max_green,
+        options,
         program=program,
-        sensor_model=sensor_model,
-        detector_length=detector_length,
-        first_wait=observation.needs_first_wait,
         exit_detectors=exit_detectors,
+        sensor_model=sensor_model,
         backend=backend,
         gui=gui,
-        sumo_args=sumo_args,
     )
+
+
+class SignalEnvBase:
+    """The construction and the end of both environments; each sets its own spaces.
+
+    Args:
+        network: registry name (``"cologne1"``, ``"grid-3x3"``, ...) or a scenario.
+        options: how the scenario is simulated (:class:`SimulationOptions`); the
+            keyword ``settings`` are applied on top of it.
+        observation: observation function (default :class:`QueueObservation`).
+        reward: reward function (default :class:`DelayReward`); rewards are
+            computed from the true readings, whatever the sensors say.
+        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
+            instead of obeying actions; the actions are then ignored.
+        exit_detectors: place detectors on outgoing lanes; by default only
+            when the observation or reward reads them.
+        sensor_model: a sensor model of one's own (default: the options' faults
+            and cleaning, exact when none).
+        backend: ``"libsumo"`` or ``"traci"``.
+        gui: run sumo-gui (TraCI only).
+        **settings: fields of :class:`SimulationOptions` (``decision_interval``,
+            ``min_green``, ``max_green``, ``detector_length``, ``faults``,
+            ``sumo_args``, ...).
+
+    Raises:
+        TypeError: a keyword that is no simulation setting.
+        ValueError: a setting's value is invalid (one line naming it).
+    """
+
+    def __init__(
+        self,
+        network: str | Scenario = DEFAULT_NETWORK,
+        *,
+        options: SimulationOptions | None = None,
+        observation: ObservationFunction | None = None,
+        reward: RewardFunction | None = None,
+        program: SignalProgram | None = None,
+        exit_detectors: bool | None = None,
+        sensor_model: SensorModel | None = None,
+        backend: Backend = "libsumo",
+        gui: bool = False,
+        **settings: Any,
+    ) -> None:
+        self.observation_fn = observation or QueueObservation()
+        self.reward_fn = reward or DelayReward()
+        self.sim = build_simulation(
+            network,
+            self.observation_fn,
+            self.reward_fn,
+            SimulationOptions.from_keywords(options, settings, type(self).__name__),
+            program=program,
+            exit_detectors=exit_detectors,
+            sensor_model=sensor_model,
+            backend=backend,
+            gui=gui,
+        )
+        self.result: EpisodeResult | None = None
+        self._set_spaces(*signal_spaces(self.observation_fn, self.sim.views))
+
+    @property
+    def options(self) -> SimulationOptions:
+        """How the scenario is simulated."""
+        return self.sim.options
+
+    def _set_spaces(self, boxes: list[spaces.Box], phases: list[spaces.Discrete]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop SUMO and remove temporary files."""
+        self.sim.close()
 
 
 def signal_spaces(

@@ -34,9 +34,10 @@ separate streams.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from simulator.sensors import Detectors, Readings, SensorModel
 
@@ -51,9 +52,14 @@ class FaultConfigError(ValueError):
     """A fault configuration that cannot be used; the message is one line naming the field."""
 
 
-@dataclass(frozen=True)
-class FaultConfig:
-    """How the roadside sensors fail. Every field at its default means no fault."""
+class FaultConfig(BaseModel):
+    """How the roadside sensors fail. Every field at its default means no fault.
+
+    Raises:
+        FaultConfigError: an unknown field, or a value of the wrong type or out of range.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     noise: float = 0.0
     """Standard deviation of the Gaussian measurement error, as a fraction of the true value."""
@@ -70,20 +76,20 @@ class FaultConfig:
     seed: int = 0
     """Added to the episode's seed for the fault draws: other faults on the same traffic."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise FaultConfigError(_first_error(err)) from None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> FaultConfig:
         def fail(name: str, rule: str) -> None:
             raise FaultConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
 
         for name in ("noise", "dropout", "stuck", "failure"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                fail(name, "a number")
-            if not math.isfinite(value):
+            if not math.isfinite(getattr(self, name)):
                 fail(name, "finite")
-        for name in ("stuck_steps", "latency", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                fail(name, "an integer")
         if self.noise < 0:
             fail("noise", ">= 0")
         for name in ("dropout", "stuck", "failure"):
@@ -93,11 +99,16 @@ class FaultConfig:
             fail("stuck_steps", ">= 1")
         if self.latency < 0:
             fail("latency", ">= 0")
+        return self
 
     @property
     def active(self) -> bool:
         """Whether any fault is switched on."""
         return bool(self.noise or self.dropout or self.stuck or self.latency or self.failure)
+
+    def replace(self, **changes: Any) -> FaultConfig:
+        """This configuration with ``changes``, checked like a new one."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     @classmethod
     def parse(cls, text: str) -> FaultConfig:
@@ -106,7 +117,6 @@ class FaultConfig:
         Raises:
             FaultConfigError: an unknown kind, a malformed item or a value out of range.
         """
-        known = [f.name for f in fields(cls)]
         values: dict[str, float | int] = {}
         for item in (part.strip() for part in text.split(",")):
             if not item:
@@ -114,28 +124,40 @@ class FaultConfig:
             kind, sep, raw = (s.strip() for s in item.partition("="))
             if not sep or not kind or not raw:
                 raise FaultConfigError(f"fault {item!r} is not KIND=VALUE, e.g. dropout=0.2")
-            if kind not in known:
+            if kind not in cls.model_fields:
                 raise FaultConfigError(
-                    f"unknown fault kind {kind!r}; known: {', '.join(known)}"
+                    f"unknown fault kind {kind!r}; known: {', '.join(cls.model_fields)}"
                 )
             if kind in values:
                 raise FaultConfigError(f"fault kind {kind!r} given twice")
-            integer = isinstance(getattr(cls(), kind), int)
+            integer = cls.model_fields[kind].annotation is int
             try:
                 values[kind] = int(raw) if integer else float(raw)
             except ValueError:
                 expected = "an integer" if integer else "a number"
                 raise FaultConfigError(f"{kind} must be {expected}, got {raw!r}") from None
-        return cls(**values)  # type: ignore[arg-type]  # kinds checked against the fields
+        return cls(**values)
 
     def __str__(self) -> str:
         """The canonical ``KIND=VALUE,...`` form: fields away from their default, in order."""
-        default = FaultConfig()
         return ",".join(
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(default, f.name)
+            f"{name}={getattr(self, name)!r}"
+            for name, field in type(self).model_fields.items()
+            if getattr(self, name) != field.default
         )
+
+
+def _first_error(err: ValidationError) -> str:
+    """One line for the first thing wrong with a :class:`FaultConfig`'s values."""
+    first = err.errors()[0]
+    raised = first.get("ctx", {}).get("error")
+    if isinstance(raised, FaultConfigError):
+        return str(raised)
+    name = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown fault kind {name!r}; known: {', '.join(FaultConfig.model_fields)}"
+    integer = FaultConfig.model_fields[name].annotation is int
+    return f"{name} must be {'an integer' if integer else 'a number'}, got {first['input']!r}"
 
 
 class FaultySensors(SensorModel):

@@ -112,6 +112,21 @@ def preloading(library: str | None, env: Mapping[str, str] | None = None) -> dic
     return out
 
 
+_PRELOAD: list[str] = []
+
+
+def preload(*modules: str) -> None:
+    """Have the simulation server import ``modules``, so that every child starts with them.
+
+    For what runs in the children besides the simulator: the controllers' modules, and
+    torch for a learned policy (an import of seconds that every episode would pay
+    again). Only those this process has itself imported by the time the server starts
+    are preloaded, so a caller that never uses them does not wait for them; a module
+    registered after the server started waits for the next server.
+    """
+    _PRELOAD.extend(m for m in modules if m not in _PRELOAD)
+
+
 class _Server:
     """The parent's handle on the fork server (started on first use)."""
 
@@ -120,10 +135,10 @@ class _Server:
         self.owner = os.getpid()  # a forked copy of this process neither uses nor stops it
         self.folder = Path(tempfile.mkdtemp(prefix="greenphase-fork-"))
         self.path = self.folder / "server.sock"
-        # children start with what this process already uses (torch for learned policies)
-        preload = [m for m in ("torch", "agents.trained") if m in sys.modules]
+        # children start with what this process already uses (see preload())
+        modules = [m for m in _PRELOAD if m in sys.modules]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulator.isolation", str(self.path), *preload],
+            [sys.executable, "-m", "simulator.isolation", str(self.path), *modules],
             stdin=subprocess.PIPE,
             env=env,
         )
@@ -178,13 +193,14 @@ class ChildSimulation:
 
     Args:
         scenario: the scenario to simulate.
-        options: keyword arguments of :class:`~simulator.core.TrafficSimulation`.
+        options: its :class:`~simulator.options.SimulationOptions`.
+        settings: the other keyword arguments of :class:`~simulator.core.TrafficSimulation`.
     """
 
-    def __init__(self, scenario: Any, options: dict[str, Any]) -> None:
+    def __init__(self, scenario: Any, options: Any, settings: dict[str, Any]) -> None:
         self._pipe = _server().connect()
         self._states: deque[np.ndarray] = deque()  # states received ahead of their step
-        _send(self._pipe, (scenario, options))
+        _send(self._pipe, (scenario, options, settings))
 
     def send(self, command: str, arg: Any = None) -> None:
         """Send a command without waiting."""
@@ -268,7 +284,9 @@ def _progress(conn: Connection, end: float) -> Callable[[float], None]:
     return report
 
 
-def _serve_child(conn: Connection, scenario: Any, options: dict[str, Any]) -> None:
+def _serve_child(
+    conn: Connection, scenario: Any, options: Any, settings: dict[str, Any]
+) -> None:
     """In a forked child: build one simulation and obey the parent's commands."""
     from simulator.core import TrafficSimulation
 
@@ -281,7 +299,7 @@ def _serve_child(conn: Connection, scenario: Any, options: dict[str, Any]) -> No
                 return
             try:
                 if sim is None:
-                    sim = TrafficSimulation(scenario, **options)
+                    sim = TrafficSimulation(scenario, options, **settings)
                 if command == "start":
                     _send_states(conn, [sim.pack_state(sim.start(arg))])
                 elif command == "step":  # the parent checked the phases
@@ -316,7 +334,7 @@ def _main(path: str, preload: list[str]) -> None:
     """The server: accept connections, fork a child for each, exit when stdin closes."""
     import importlib
 
-    for module in ("libsumo", "simulator.core", "agents", *preload):
+    for module in ("libsumo", "simulator.core", *preload):
         importlib.import_module(module)  # once here, so every child starts with it
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
@@ -335,7 +353,7 @@ def _main(path: str, preload: list[str]) -> None:
             try:
                 if not conn.poll(FIRST_MESSAGE_TIMEOUT_S):
                     raise TimeoutError("no scenario")
-                _, (scenario, options) = _recv(conn)
+                _, (scenario, options, settings) = _recv(conn)
             except Exception:  # noqa: BLE001 - a client that went away or sent nonsense
                 conn.close()
                 continue
@@ -343,7 +361,7 @@ def _main(path: str, preload: list[str]) -> None:
             if os.fork() == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _serve_child(conn, scenario, options)
+                _serve_child(conn, scenario, options, settings)
                 os._exit(0)
             conn.close()
 

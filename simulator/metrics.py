@@ -11,9 +11,11 @@ every second they wait outside it.
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,3 +119,33 @@ def kpis(
         "unfinished": int((trips["inserted"] & ~trips["arrived"]).sum()),
         "not_inserted": int((~trips["inserted"]).sum()),
     }
+
+
+DELAY_BINS = 12
+"""Bins of :func:`delay_over_time` over a horizon (each a whole number of minutes)."""
+
+
+def delay_over_time(trips: pd.DataFrame, begin: float, end: float,
+                    bins: int = DELAY_BINS) -> dict[str, Any]:
+    """Mean delay of the trips binned by scheduled departure over the horizon.
+
+    A trip's scheduled departure is its departure less its depart delay (for a vehicle
+    never inserted, the end less its depart delay, as SUMO charges it to the end).
+
+    Returns:
+        ``{"begin": s, "bin_s": s, "bins": [[start_s_from_begin, mean_delay_s, trips], ...]}``
+        with empty bins left out.
+    """
+    horizon = max(float(end - begin), 1.0)
+    bin_s = max(60.0, math.ceil(horizon / bins / 60.0) * 60.0)
+    if trips.empty:
+        return {"begin": begin, "bin_s": bin_s, "bins": []}
+    depart = trips["depart_s"].to_numpy(float)
+    delay_in = trips["depart_delay_s"].to_numpy(float)
+    scheduled = np.where(trips["inserted"].to_numpy(bool), depart, float(end)) - delay_in
+    index = np.clip(((scheduled - begin) // bin_s).astype(int), 0, math.ceil(horizon / bin_s) - 1)
+    frame = pd.DataFrame({"bin": index, "delay": trips["delay_s"].to_numpy(float)})
+    grouped = frame.groupby("bin")["delay"].agg(["mean", "size"])
+    return {"begin": begin, "bin_s": bin_s,
+            "bins": [[float(b * bin_s), float(m), int(n)]
+                     for b, (m, n) in zip(grouped.index, grouped.to_numpy())]}

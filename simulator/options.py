@@ -10,11 +10,47 @@ to a results folder and sent to another process.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simulator.sensors import SensorModel
+
+
+def check_faults(value: str) -> str:
+    """``value`` if it is a fault configuration ``KIND=VALUE,...``; a pydantic validator.
+
+    Raises:
+        FaultConfigError: (a ``ValueError``, which pydantic reports) it is not.
+    """
+    from simulator.faults import FaultConfig
+
+    FaultConfig.parse(value)
+    return value
+
+
+def check_cleaning(value: str) -> str:
+    """``value`` if it names a cleaning method (:data:`simulator.cleaning.CLEANINGS`)."""
+    from simulator.cleaning import CLEANINGS  # imports gymnasium: only when checked
+
+    if value not in CLEANINGS:
+        raise ValueError(f"unknown {value!r}; choose from {', '.join(CLEANINGS)}")
+    return value
+
+
+FaultsText = Annotated[str, AfterValidator(check_faults)]
+"""A field type for sensor faults as ``--faults`` takes them, checked."""
+CleaningName = Annotated[str, AfterValidator(check_cleaning)]
+"""A field type for a cleaning method, checked."""
 
 
 class SimulationOptions(BaseModel):
@@ -22,24 +58,24 @@ class SimulationOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    decision_interval: float = Field(5.0, gt=0)
+    decision_interval: float = Field(default=5.0, gt=0)
     """Seconds between a controller's decisions."""
-    min_green: float = Field(5.0, gt=0)
+    min_green: float = Field(default=5.0, gt=0)
     """Shortest green in seconds (a green phase without a ``minDur`` of its own)."""
-    max_green: float = Field(50.0, gt=0)
+    max_green: float = Field(default=50.0, gt=0)
     """Longest green in seconds before the next green is forced; at least ``min_green``."""
     time_to_teleport: float = -1
     """SUMO's teleport threshold in seconds; -1 keeps gridlock as delay instead of hiding it."""
-    detector_length: float | None = Field(None, gt=0)
+    detector_length: float | None = Field(default=None, gt=0)
     """Cap on a lane-area detector's length in metres; ``None``: each covers its whole lane."""
     first_wait: bool = False
     """Whether detectors report the waiting time of the first vehicle in the queue."""
-    faults: str = ""
+    faults: FaultsText = ""
     """Sensor faults the controllers see, ``KIND=VALUE,...`` as ``--faults`` takes them
     (:class:`simulator.faults.FaultConfig`, e.g. ``dropout=0.2,noise=0.1``); empty: exact."""
-    cleaning: str = "none"
+    cleaning: CleaningName = "none"
     """Cleaning of the readings before the controllers: ``none``, ``last`` or ``zero-flag``."""
-    demand_scale: float = Field(1.0, gt=0)
+    demand_scale: float = Field(default=1.0, gt=0)
     """Multiplier of the demand (SUMO's ``--scale``): 1.2 inserts 20% more vehicles."""
     sumo_args: tuple[str, ...] = ()
     """Extra SUMO command-line arguments."""
@@ -49,23 +85,6 @@ class SimulationOptions(BaseModel):
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError(f"must be finite, got {value}")
-        return value
-
-    @field_validator("faults")
-    @classmethod
-    def _faults(cls, value: str) -> str:
-        from simulator.faults import FaultConfig
-
-        FaultConfig.parse(value)  # FaultConfigError is a ValueError: pydantic reports it
-        return value
-
-    @field_validator("cleaning")
-    @classmethod
-    def _cleaning(cls, value: str) -> str:
-        from simulator.cleaning import CLEANINGS
-
-        if value not in CLEANINGS:
-            raise ValueError(f"unknown {value!r}; choose from {', '.join(CLEANINGS)}")
         return value
 
     @model_validator(mode="after")
@@ -82,6 +101,32 @@ class SimulationOptions(BaseModel):
         if not changes:
             return base
         return cls.model_validate({**base.model_dump(), **changes})
+
+    @classmethod
+    def from_keywords(
+        cls, options: SimulationOptions | None, settings: Mapping[str, Any], where: str
+    ) -> SimulationOptions:
+        """:meth:`of` for a function's keyword arguments, with Python's kind of errors.
+
+        Args:
+            options: The options the keywords change (default: the defaults).
+            settings: The keyword arguments, each a field of this class.
+            where: The function taking them, named in the errors.
+
+        Raises:
+            TypeError: A keyword that is no field.
+            ValueError: A value that is invalid, in one line naming its field.
+        """
+        unknown = sorted(set(settings) - set(cls.model_fields))
+        if unknown:
+            raise TypeError(
+                f"{where} got an unexpected keyword argument {unknown[0]!r}; simulation "
+                f"settings: {', '.join(cls.model_fields)}"
+            )
+        try:
+            return cls.of(options, **settings)
+        except ValidationError as err:
+            raise ValueError(validation_message(err, where)) from None
 
     @property
     def sensors_faulty(self) -> bool:
@@ -109,8 +154,6 @@ def validation_message(err: Exception, where: str = "") -> str:
         err: The error.
         where: What was being read (a file, a command-line option), put in front.
     """
-    from pydantic import ValidationError
-
     if isinstance(err, ValidationError) and err.errors():
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"])

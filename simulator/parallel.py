@@ -12,7 +12,6 @@ What it shares with :class:`~simulator.env.TrafficSignalEnv` lives in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,77 +19,24 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from networks import DEFAULT_NETWORK, Scenario
-from simulator.core import EpisodeResult, SignalProgram
-from simulator.envbase import build_simulation, joint_space, signal_spaces, sumo_seed
-from simulator.observations import ObservationFunction, QueueObservation
-from simulator.rewards import DelayReward, RewardFunction
-from simulator.sensors import SensorModel
-from simulator.sumo import Backend
+from simulator.envbase import SignalEnvBase, joint_space, sumo_seed
 
 
-class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
+class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int]):
     """A SUMO network as a PettingZoo parallel environment: one agent per signal.
 
-    Args:
-        network: registry name (``"cologne1"``, ``"grid-3x3"``, ...) or a scenario.
-        observation: observation function (default :class:`QueueObservation`).
-        reward: reward function (default :class:`DelayReward`), one reward per signal.
-        decision_interval: seconds between decisions.
-        min_green: shortest green in seconds.
-        max_green: longest green in seconds.
-        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
-            instead of obeying actions; the actions are then ignored.
-        sensor_model: how readings reach the observation (default: exact); rewards
-            are computed from the true readings.
-        detector_length: cap on a detector's length in metres.
-        exit_detectors: place detectors on outgoing lanes; by default only
-            when the observation or reward reads them.
-        backend: ``"libsumo"`` or ``"traci"``.
-        gui: run sumo-gui (TraCI only).
-        sumo_args: extra SUMO arguments.
+    Takes the arguments of :class:`~simulator.envbase.SignalEnvBase`: the network, then
+    ``options``, ``observation``, ``reward`` (one reward per signal), ``program``,
+    ``exit_detectors``, ``sensor_model``, ``backend``, ``gui`` and any
+    :class:`SimulationOptions` field by keyword.
     """
 
     metadata = {"name": "greenphase_v0", "render_modes": []}
     render_mode = None
 
-    def __init__(
-        self,
-        network: str | Scenario = DEFAULT_NETWORK,
-        *,
-        observation: ObservationFunction | None = None,
-        reward: RewardFunction | None = None,
-        decision_interval: float = 5.0,
-        min_green: float = 5.0,
-        max_green: float = 50.0,
-        program: SignalProgram | None = None,
-        sensor_model: SensorModel | None = None,
-        detector_length: float | None = None,
-        exit_detectors: bool | None = None,
-        backend: Backend = "libsumo",
-        gui: bool = False,
-        sumo_args: Sequence[str] = (),
-    ) -> None:
-        self.observation_fn = observation or QueueObservation()
-        self.reward_fn = reward or DelayReward()
-        self.sim = build_simulation(
-            network,
-            self.observation_fn,
-            self.reward_fn,
-            decision_interval=decision_interval,
-            min_green=min_green,
-            max_green=max_green,
-            program=program,
-            sensor_model=sensor_model,
-            detector_length=detector_length,
-            exit_detectors=exit_detectors,
-            backend=backend,
-            gui=gui,
-            sumo_args=sumo_args,
-        )
+    def _set_spaces(self, boxes: list[spaces.Box], phases: list[spaces.Discrete]) -> None:
         self.possible_agents: list[str] = list(self.sim.tls_ids)
         self.agents: list[str] = []
-        boxes, phases = signal_spaces(self.observation_fn, self.sim.views)
         self.observation_spaces: dict[str, spaces.Space[Any]] = dict(
             zip(self.possible_agents, boxes, strict=True)
         )
@@ -100,7 +46,6 @@ class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
         self.state_space = joint_space(boxes)
         self._splits = np.cumsum([b.shape[0] for b in boxes])[:-1]
         self._np_random: np.random.Generator | None = None
-        self.result: EpisodeResult | None = None
 
     def observation_space(self, agent: str) -> spaces.Space[Any]:
         """The observation space of one signal (the same object on every call)."""
@@ -193,7 +138,3 @@ class TrafficSignalParallelEnv(ParallelEnv[str, np.ndarray, int]):
     def render(self) -> None:
         """Nothing to render: watch an episode with ``gui=True`` instead."""
         return None
-
-    def close(self) -> None:
-        """Stop SUMO and remove temporary files."""
-        self.sim.close()

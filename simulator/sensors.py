@@ -16,8 +16,6 @@ replace it without touching anything else.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 from traci import constants as tc
 
 from networks import NetInfo
+from networks.files import write_text
 
 HALTING = tc.LAST_STEP_VEHICLE_HALTING_NUMBER
 OCCUPANCY = tc.LAST_STEP_OCCUPANCY
@@ -142,12 +141,7 @@ def write_detectors(detectors: Detectors, net: NetInfo, folder: Path) -> Path:
             f'{place} length="{length:.2f}" freq="86400" file="NUL" friendlyPos="true"/>'
         )
     text = "<additional>\n" + "\n".join(rows) + "\n</additional>\n"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    path = folder / "detectors.add.xml"
-    os.replace(tmp, path)
-    return path
+    return write_text(folder / "detectors.add.xml", text)
 
 
 class DetectorReader:

@@ -1,8 +1,9 @@
 """Finding SUMO and talking to it: libsumo in process by default, TraCI when asked.
 
-SUMO is located when a simulation is started, never at import. libsumo runs
-the simulation inside this process (about 45x faster than TraCI's socket on
-cologne8) but holds one simulation per process; the GUI only speaks TraCI.
+SUMO is located (by :func:`networks.sumo_home.sumo_home`) when a simulation is
+started, never at import. libsumo runs the simulation inside this process (about
+45x faster than TraCI's socket on cologne8) but holds one simulation per process;
+the GUI only speaks TraCI.
 """
 
 from __future__ import annotations
@@ -10,34 +11,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from pathlib import Path
 from typing import Any, Literal
 
+from networks.sumo_home import SumoError, sumo_home
+
+__all__ = ["Backend", "SumoError", "start", "sumo_binary", "sumo_home"]
+
 Backend = Literal["libsumo", "traci"]
-
-
-class SumoError(RuntimeError):
-    """SUMO is missing, broken, or refused to start; the message is one line."""
-
-
-def sumo_home() -> Path:
-    """SUMO's installation folder, from the ``eclipse-sumo`` wheel or ``$SUMO_HOME``."""
-    try:
-        import sumo  # the eclipse-sumo wheel
-
-        home = Path(sumo.SUMO_HOME)
-    except (ImportError, AttributeError):
-        env = os.environ.get("SUMO_HOME")
-        if not env:
-            raise SumoError(
-                "SUMO not found: pip install eclipse-sumo libsumo, or set SUMO_HOME"
-            ) from None
-        home = Path(env)
-    if not (home / "bin").is_dir():
-        raise SumoError(f"SUMO_HOME {home} has no bin/ folder: a broken SUMO installation")
-    # SUMO's tools and its XML validation read the variable
-    os.environ.setdefault("SUMO_HOME", str(home))
-    return home
 
 
 def sumo_binary(name: str = "sumo") -> str:

@@ -1,11 +1,19 @@
-"""Classic controllers under faulty sensors: a missing reading (NaN) counts as no vehicle."""
+"""Classic controllers: their decisions by hand, on a small network, and under faulty sensors."""
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 
-from agents.classic import SOTL, MaxPressure
+import numpy as np
+import pytest
+
+from agents.classic import SOTL, Actuated, FixedTime, MaxPressure, RandomPhase, Webster
+from networks import Scenario
+from simulator.core import TrafficSimulation
 from simulator.intersection import Layout
+from simulator.options import SimulationOptions
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -41,3 +49,178 @@ def test_sotl_reads_a_missing_count_as_zero() -> None:
     for _ in range(5):
         assert ctrl.act(views, readings([0.0, np.nan, 0.0]), 5.0).tolist() == [0]
     assert ctrl.act(views, readings([0.0, 8.0, np.nan]), 5.0).tolist() == [1]
+
+
+# ------------------------------------------------------------------ normal decisions
+def three_phases(green: int = 0, time_in_phase: float = 30.0) -> SignalView:
+    """Phase p serves incoming lane p (detector p); lanes 0 and 2 exit on 3, lane 1 on 4."""
+    layout = Layout(tls_id="t", green_states=("Grr", "rGr", "rrG"), incoming_lanes=("a", "b", "c"),
+                    outgoing_lanes=("x", "y"), movements=(((0, 0),), ((1, 1),), ((2, 0),)),
+                    min_green=5.0, max_green=50.0, yellow=3.0, all_red=0.0)
+    return SignalView(layout, np.array([0, 1, 2]), np.array([3, 4]), np.full(3, 10.0),
+                      np.full(2, 10.0), np.full(3, 10.0), green=green, time_in_phase=time_in_phase)
+
+
+def decide(ctrl, view: SignalView, count: list[float]) -> int:
+    return int(ctrl.act([view], readings(count), 5.0)[0])
+
+
+def test_max_pressure_picks_the_phase_of_highest_pressure() -> None:
+    view = three_phases()
+    ctrl = MaxPressure()
+    ctrl.reset([view], 0)
+    assert decide(ctrl, view, [2, 5, 4, 0, 0]) == 1
+    # vehicles on an exit lower the pressure of the movements into it: 5 - 3 < 4 - 0
+    assert decide(ctrl, view, [2, 5, 4, 0, 3]) == 2
+    assert decide(ctrl, view, [2, 5, 4, 6, 0]) == 1  # 2 - 6 and 4 - 6 fall behind 5
+    assert decide(ctrl, view, [5, 5, 1, 0, 0]) == 0  # a tie keeps the green
+    assert decide(ctrl, three_phases(green=2), [0, 1, 1, 0, 0]) == 2
+
+
+def test_max_pressure_holds_the_green_for_its_minimum() -> None:
+    ctrl = MaxPressure(min_hold=10.0)
+    ctrl.reset([three_phases()], 0)
+    assert decide(ctrl, three_phases(time_in_phase=9.9), [0, 8, 0, 0, 0]) == 0
+    assert decide(ctrl, three_phases(time_in_phase=10.0), [0, 8, 0, 0, 0]) == 1
+
+
+def test_sotl_switches_once_the_red_count_passes_theta_and_not_before() -> None:
+    view = three_phases()
+    ctrl = SOTL(theta=20.0, mu=3, phi_min=10.0)
+    ctrl.reset([view], 0)
+    # two vehicles at red, 5 s a step: 10 vehicle-seconds a step, theta after two steps
+    assert decide(ctrl, view, [0, 2, 0, 0, 0]) == 0
+    assert decide(ctrl, view, [0, 2, 0, 0, 0]) == 1
+
+
+def test_sotl_waits_for_its_shortest_green_and_for_a_small_platoon() -> None:
+    view = three_phases(time_in_phase=5.0)
+    ctrl = SOTL(theta=20.0, mu=3, phi_min=10.0)
+    ctrl.reset([view], 0)
+    for _ in range(3):  # the count passes theta, but the green is younger than phi_min
+        assert decide(ctrl, view, [0, 2, 0, 0, 0]) == 0
+    view.time_in_phase = 10.0
+    assert decide(ctrl, view, [2, 2, 0, 0, 0]) == 0  # a platoon of two still on green
+    assert decide(ctrl, view, [4, 2, 0, 0, 0]) == 1  # four is no small platoon: switch
+
+
+def test_sotl_goes_to_the_busiest_red_phase_and_restarts_its_count() -> None:
+    view = three_phases()
+    ctrl = SOTL(theta=20.0, mu=3, phi_min=10.0)
+    ctrl.reset([view], 0)
+    assert decide(ctrl, view, [0, 1, 6, 0, 0]) == 2  # 35 vehicle-seconds; lane c is busiest
+    view.green, view.time_in_phase = 2, 30.0  # the switch happened
+    assert decide(ctrl, view, [0, 1, 0, 0, 0]) == 2  # the count began again at zero
+    assert decide(ctrl, view, [0, 1, 0, 0, 0]) == 2
+    assert decide(ctrl, view, [0, 1, 0, 0, 0]) == 2
+    assert decide(ctrl, view, [0, 1, 0, 0, 0]) == 1  # 20 vehicle-seconds
+
+
+def test_random_is_seeded_by_the_episode() -> None:
+    views = [three_phases(), crossing()]
+
+    def phases(seed: int) -> list[list[int]]:
+        ctrl = RandomPhase()
+        ctrl.reset(views, seed)
+        return [ctrl.act(views, readings([0.0] * 5), 5.0).tolist() for _ in range(40)]
+
+    assert phases(3) == phases(3)
+    assert phases(3) != phases(4)
+    drawn = np.array(phases(3))
+    assert set(drawn[:, 0]) == {0, 1, 2} and set(drawn[:, 1]) == {0, 1}
+
+
+@pytest.mark.parametrize(("ctrl", "program"), [(FixedTime(), "static"), (Webster(), "webster"),
+                                               (Actuated(), "actuated")])
+def test_program_controllers_name_a_sumo_program_and_never_act(ctrl, program: str) -> None:
+    assert ctrl.program == program
+    with pytest.raises(RuntimeError, match="does not act"):
+        ctrl.act([crossing()], readings([0.0, 0.0, 0.0]), 5.0)
+
+
+# ------------------------------------------------------------------ on a small network
+@pytest.fixture(scope="module")
+def tiny(grid1x1: Scenario) -> Scenario:
+    """One signal, five simulated minutes."""
+    return dataclasses.replace(grid1x1, end=300)
+
+
+@contextlib.contextmanager
+def simulation(scenario: Scenario, **settings) -> Iterator[TrafficSimulation]:
+    sim = TrafficSimulation(scenario, isolate=False, **settings)
+    try:
+        yield sim
+    finally:
+        sim.close()
+
+
+def pressures(view: SignalView, count: np.ndarray) -> list[float]:
+    return [sum(count[view.entry[i]] - count[view.exit[o]] for i, o in moves)
+            for moves in view.layout.movements]
+
+
+def test_max_pressure_on_a_small_net_switches_to_the_highest_pressure_after_min_green(
+    tiny: Scenario,
+) -> None:
+    switched = held = 0
+    with simulation(tiny, options=SimulationOptions(min_green=10.0)) as sim:
+        readings_ = sim.start(seed=0)
+        ctrl = MaxPressure()
+        ctrl.reset(sim.views, 0)
+        (view,) = sim.views
+        while not sim.done:
+            count = np.nan_to_num(readings_.count)
+            p = pressures(view, count)
+            green, age = view.green, view.time_in_phase
+            choice = int(ctrl.act(sim.views, readings_, sim.decision_interval)[0])
+            assert choice == (green if p[green] >= max(p) else int(np.argmax(p)))
+            readings_ = sim.step([choice])
+            if choice != green and age >= view.layout.min_green:
+                assert view.green == choice  # the green goes to the phase asked for
+                switched += 1
+            elif choice != green:
+                assert view.green == green  # younger than min green: it stays
+                held += 1
+    assert switched > 0 and held > 0
+
+
+def test_sotl_on_a_small_net_switches_only_past_theta_and_phi_min(tiny: Scenario) -> None:
+    theta, phi_min = 40.0, 10.0
+    switches = 0
+    with simulation(tiny) as sim:
+        readings_ = sim.start(seed=0)
+        ctrl = SOTL(theta=theta, phi_min=phi_min)
+        ctrl.reset(sim.views, 0)
+        (view,) = sim.views
+        waited, last_green = 0.0, view.green
+        while not sim.done:
+            if view.green != last_green:
+                waited, last_green = 0.0, view.green
+            count = np.nan_to_num(readings_.count)
+            served = {i for i, _ in view.layout.movements[view.green]}
+            waited += sum(count[e] for i, e in enumerate(view.entry) if i not in served) * 5.0
+            on_green = sum(count[view.entry[i]] for i in served)
+            due = (waited >= theta and view.time_in_phase >= phi_min
+                   and not 0 < on_green <= ctrl.mu)
+            choice = int(ctrl.act(sim.views, readings_, sim.decision_interval)[0])
+            assert (choice != view.green) == due
+            switches += due
+            readings_ = sim.step([choice])
+    assert switches > 0
+
+
+@pytest.mark.parametrize(("ctrl", "program_id"), [(FixedTime(), None),
+                                                  (Actuated(), "greenphase-actuated"),
+                                                  (Webster(), "greenphase-webster")])
+def test_program_controllers_run_their_sumo_program(tiny: Scenario, ctrl, program_id) -> None:
+    tls = tiny.net.tls_ids[0]
+    with simulation(tiny, program=ctrl.program) as sim:
+        sim.start(seed=0)
+        expected = program_id or tiny.net.programs[tls].program_id
+        logics = {logic.programID: logic for logic in
+                  sim.connection.trafficlight.getAllProgramLogics(tls)}
+        for _ in range(6):
+            assert sim.connection.trafficlight.getProgram(tls) == expected
+            sim.step(None)
+    # SUMO's actuated logic is of type 3 (actuated), the others static (0)
+    assert logics[expected].type == (3 if program_id == "greenphase-actuated" else 0)

@@ -23,6 +23,7 @@ from agents.exported import ExportedController, load_exported
 from agents.models import SignalNetwork
 from agents.trained import TrainedPolicyError
 from experiments.cli import app
+from tests.conftest import assert_bad_input
 
 runner = CliRunner()
 
@@ -203,15 +204,6 @@ def test_export_refuses_bad_input(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ command line
-def assert_bad_input(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def test_export_command_writes_the_file(tmp_path: Path) -> None:
     save_policy(tmp_path)
     out = tmp_path / "policy.pt"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 
 import numpy as np
@@ -11,15 +10,8 @@ import pytest
 import torch
 
 from agents.dqn import DQN, DQNConfig
-from agents.federated import (
-    SAMPLE_COUNT_BYTES,
-    Channel,
-    ChannelError,
-    FederatedConfig,
-    FederatedDQN,
-    Server,
-    WeightUpdate,
-)
+from agents.fedavg import SAMPLE_COUNT_BYTES, Channel, ChannelError, Server, WeightUpdate
+from agents.federated import FederatedConfig, FederatedDQN
 from agents.models import SignalNetwork
 from agents.optim import ConfigError, OptimConfig
 
@@ -111,7 +103,7 @@ def test_config_round_trip_and_rounds() -> None:
     config = FederatedConfig(local_episodes=5, proximal_mu=0.01)
     assert FederatedConfig.from_dict(config.to_dict()) == config
     assert config.rounds(100) == 20
-    with pytest.raises(ConfigError, match="unknown setting"):
+    with pytest.raises(ConfigError, match="federated.local_epochs: unknown key"):
         FederatedConfig.from_dict({"local_epochs": 2})
 
 
@@ -133,7 +125,7 @@ def test_only_weights_cross_the_channel(monkeypatch: pytest.MonkeyPatch) -> None
         for obs, _, reward, nxt in transitions(20, seed=episode):
             action = fed.act(obs, agent, explore=True)
             fed.observe(obs, agent, action, reward, nxt)
-        fed.end_episode()
+        fed.end_of_episode()
     assert len(payloads) == 2 * (3 + 3)  # each round: 3 uploads, 3 downloads
     obs_batch = (12, net.obs_size)  # the shape of a replay batch of observations
     buffer_shapes = {(50, net.obs_size), (50,)}  # a client's buffer
@@ -228,8 +220,8 @@ def test_a_round_broadcasts_the_average_to_every_client() -> None:
     for obs, action, reward, nxt in transitions(20):
         fed.observe(obs, torch.arange(3), action, reward, nxt)
     before = [fed.online.client_state(c) for c in range(3)]
-    assert fed.end_episode() == [] and fed.episode_bytes == 0.0  # K = 2: no round yet
-    fed.end_episode()
+    assert fed.end_of_episode() == [] and fed.episode_bytes == 0.0  # K = 2: no round yet
+    fed.end_of_episode()
     assert fed.episode_bytes > 0 and fed.server.rounds == 1
     mean = (before[0]["bodies.0.0.weight"] + before[1]["bodies.0.0.weight"]
             + before[2]["bodies.0.0.weight"]) / 3  # equal samples: equal weights
@@ -261,7 +253,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     a = learner(global_net(), config, learning_starts=3 * 4)
     steps = list(transitions(30))
     run(a, steps[:15])
-    a.end_episode()
+    a.end_of_episode()
     b = learner(global_net(seed=5), config, learning_starts=3 * 4)
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     b.rng = copy.deepcopy(a.rng)
@@ -274,5 +266,5 @@ def test_federated_needs_a_shared_q_network() -> None:
     per_signal = SignalNetwork(OBS_DIMS, PHASES, HIDDEN, shared=False)
     with pytest.raises(ConfigError, match="shared"):
         learner(per_signal, FederatedConfig())
-    replaced = dataclasses.replace(FederatedConfig(), local_episodes=3)
+    replaced = FederatedConfig().replace(local_episodes=3)
     assert replaced.local_episodes == 3

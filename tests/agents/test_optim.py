@@ -430,7 +430,7 @@ def test_config_error_names_the_field(field: str, value: Any) -> None:
     with pytest.raises(ConfigError) as err:
         OptimConfig(**{field: value})
     message = str(err.value)
-    assert message.startswith(f"{field}=")
+    assert message.startswith(f"optim.{field}: ")
     assert repr(value) in message
     assert "\n" not in message
 
@@ -441,9 +441,9 @@ def test_unknown_choice_lists_the_choices() -> None:
 
 
 def test_cross_field_rules() -> None:
-    with pytest.raises(ConfigError, match="^momentum=0"):
+    with pytest.raises(ConfigError, match="^optim: momentum must be > 0 for optimizer 'nesterov'"):
         OptimConfig(optimizer="nesterov", momentum=0.0)
-    with pytest.raises(ConfigError, match="^min_lr="):
+    with pytest.raises(ConfigError, match="^optim: min_lr"):
         OptimConfig(schedule="cosine", lr=1e-3, min_lr=1e-2)
     OptimConfig(optimizer="sgd", momentum=0.0)
     OptimConfig(schedule="step", lr=1e-3, min_lr=1e-2)
@@ -453,9 +453,9 @@ def test_from_dict_round_trips_and_rejects_unknown_keys() -> None:
     cfg = OptimConfig(optimizer="nesterov", lr=0.01, schedule="cosine", grad_clip=None)
     assert OptimConfig.from_dict(cfg.to_dict()) == cfg
     assert OptimConfig.from_dict({}) == OptimConfig()
-    with pytest.raises(ConfigError, match="^learning_rate: unknown"):
+    with pytest.raises(ConfigError, match="^optim.learning_rate: unknown key; known: optimizer"):
         OptimConfig.from_dict({"lr": 0.1, "learning_rate": 0.1})
-    with pytest.raises(ConfigError, match="^lr="):
+    with pytest.raises(ConfigError, match="^optim.lr: .*-0.1"):
         OptimConfig.from_dict({"lr": -0.1})
 
 

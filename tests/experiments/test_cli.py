@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import experiments.cli as cli_package
 from experiments.cli import app
 from networks import Scenario, names
 from simulator.sumo import sumo_binary
+from tests.conftest import assert_bad_input
 
 runner = CliRunner()
 
@@ -23,15 +29,6 @@ def invoke(*args: str):
 
 def user_net_args(sc: Scenario, end: int = 300) -> list[str]:
     return ["--net", str(sc.net_file), "--routes", str(sc.route_files[0]), "--end", str(end)]
-
-
-def assert_bad_input(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_compare_json_follows_the_schema_and_writes_the_layout(
@@ -162,3 +159,82 @@ def test_unwritable_out(tmp_path: Path, grid2x2_short: Scenario) -> None:
     result = invoke("compare", *user_net_args(grid2x2_short), "-c", "fixed",
                     "--out", str(blocker / "results"))
     assert_bad_input(result, "cannot write results", "a-file")
+
+
+# ----------------------------------------------------------------- usage errors are one line
+@pytest.mark.parametrize(("args", "words"), [
+    (["compare", "--seeds", "x"], ["--seeds", "integer"]),
+    (["compare", "--decision-interval", "0"], ["--decision-interval", "greater than 0"]),
+    (["compare", "--cleaning", "mop"], ["--cleaning", "'mop'", "zero-flag"]),
+    (["compare", "--bogus"], ["No such option", "--bogus"]),
+    (["train", "--algo", "a3c"], ["--algo", "a3c", "dqn", "ppo"]),
+    (["train", "--batch-size", "0"], ["--batch-size"]),
+    (["sweep", "spec.toml", "--retries", "-1"], ["--retries"]),
+    (["sweep"], ["Missing argument"]),
+    (["networks", "show", "cologne1"], ["Missing option", "--png"]),
+    (["networks", "generate", "--rows", "0"], ["--rows"]),
+    (["nosuch"], ["No such command", "nosuch"]),
+    ([], ["Missing command"]),
+])
+def test_usage_errors_are_one_line(args: list[str], words: list[str]) -> None:
+    result = invoke(*args)
+    assert_bad_input(result, *words)
+    assert result.stderr.startswith("error: ") and "Usage:" not in result.output
+
+
+def test_choices_are_listed_in_help() -> None:
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for choices in ("dqn|ppo", "queue|pressure", "none|last|zero-flag", "full|mini|stochastic"):
+        assert choices in result.stdout, choices
+
+
+def test_every_command_has_help() -> None:
+    for path, _ in command_callbacks():
+        result = invoke(*path.split(), "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.stdout
+
+
+# ----------------------------------------------------------------- thin commands
+def command_callbacks(typer_app=app, prefix: str = ""):
+    """(command path, function) of every command registered under ``typer_app``."""
+    for info in typer_app.registered_commands:
+        yield prefix + (info.name or info.callback.__name__.replace("_", "-")), info.callback
+    for group in typer_app.registered_groups:
+        yield from command_callbacks(group.typer_instance, prefix + group.name + " ")
+
+
+def body_lines(func) -> int:
+    """Non-blank lines of a function's body, its docstring left out."""
+    source = textwrap.dedent(inspect.getsource(func))
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    body = node.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    lines = source.splitlines()[body[0].lineno - 1:node.end_lineno]
+    return sum(1 for line in lines if line.strip())
+
+
+def test_commands_are_thin() -> None:
+    found = dict(command_callbacks())
+    assert {"compare", "train", "run", "sweep", "networks show"} <= set(found)
+    for path, func in found.items():
+        assert body_lines(func) <= 30, f"{path}: {body_lines(func)} lines of body"
+
+
+def test_cli_modules_stay_small() -> None:
+    package = Path(cli_package.__file__).parent
+    for module in package.glob("*.py"):
+        assert len(module.read_text().splitlines()) <= 500, module.name
+
+
+def test_the_console_script_gives_one_line_too() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from experiments.cli import main; main()", "compare",
+         "--seeds", "0"], capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: Invalid value for '--seeds' / '-s': Input should be greater than or equal to 1"]

@@ -26,6 +26,7 @@ from experiments.replay import (
 from experiments.runner import run_episode
 from experiments.train import TrainSpec, train
 from networks import Scenario
+from tests.conftest import assert_bad_input
 
 runner = CliRunner()
 
@@ -38,15 +39,6 @@ needs_display = pytest.mark.skipif(
 
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_bad_input(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

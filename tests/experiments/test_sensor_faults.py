@@ -15,9 +15,10 @@ from agents.dqn import DQNConfig
 from agents.optim import ConfigError, OptimConfig
 from agents.trained import TrainedController
 from experiments.cli import app
-from experiments.robustness import robustness, write
+from experiments.robustness import robustness
 from experiments.train import TrainSpec, train
 from networks import Scenario
+from tests.conftest import assert_bad_input, curves, interrupted_and_resumed
 
 runner = CliRunner()
 FAULTS = "noise=0.1,dropout=0.2"
@@ -39,7 +40,7 @@ def spec(**changes) -> TrainSpec:
         normalize=True, dqn=DQNConfig(learning_starts=20, target_every=10, buffer_size=500),
         optim=OptimConfig(batch_size=16),
     )
-    return dataclasses.replace(base, **changes)
+    return base.replace(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +49,17 @@ def robust_run(tiny: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Path
     return train(spec(), tiny, tmp_path_factory.mktemp("robust") / "run").run
 
 
-def assert_bad_input(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 # ------------------------------------------------------------------ the spec
 def test_train_spec_round_trips_the_sensor_settings() -> None:
     s = spec(cleaning="last")
     data = s.to_dict()
-    assert (data["faults"], data["cleaning"], data["normalize"]) == (FAULTS, "last", True)
+    sensors = data["simulation"]["faults"], data["simulation"]["cleaning"], data["normalize"]
+    assert sensors == (FAULTS, "last", True)
     assert TrainSpec.from_dict(data) == s
-    old = {k: v for k, v in data.items() if k not in ("faults", "cleaning", "normalize")}
+    old = {k: v for k, v in data.items() if k not in ("simulation", "normalize")}
     assert TrainSpec.from_dict(old).faults == "" and not TrainSpec.from_dict(old).normalize
+    flat = {**old, "faults": FAULTS, "cleaning": "last", "normalize": True}  # older runs' format
+    assert TrainSpec.from_dict(flat) == s
 
 
 @pytest.mark.parametrize(
@@ -114,18 +109,7 @@ def test_a_normalised_policy_evaluates_through_trained_run_with_and_without_faul
 def test_resume_continues_the_running_statistics(tiny: Scenario, tmp_path: Path) -> None:
     s = spec(episodes=3, cleaning="last")
     whole = train(s, tiny, tmp_path / "whole")
-
-    def crash_after_two(row: dict) -> None:
-        if row["episode"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(s, tiny, tmp_path / "cut", on_episode=crash_after_two)
-    resumed = train(s, tiny, tmp_path / "cut", resume=True)
-
-    def curves(run: Path) -> pd.DataFrame:
-        return pd.read_csv(run / "curves.csv").drop(columns=["wall_s"])
-
+    resumed = interrupted_and_resumed(s, tiny, tmp_path / "cut")
     pd.testing.assert_frame_equal(curves(whole.run), curves(resumed.run))
     a, b = (torch.load(r.run / "checkpoints" / "last.pt", weights_only=True)["policy"]["obs_norm"]
             for r in (whole, resumed))
@@ -136,16 +120,17 @@ def test_resume_continues_the_running_statistics(tiny: Scenario, tmp_path: Path)
 def test_robustness_runs_three_controllers_per_rate_and_writes_the_plot(
     robust_run: Path, tiny: Scenario, tmp_path: Path
 ) -> None:
-    result = robustness(tiny, f"trained:{robust_run}", [0.0, 0.5], [0], cleaning="zero-flag")
+    folder = tmp_path / "out"
+    result = robustness(tiny, f"trained:{robust_run}", [0.0, 0.5], [0], cleaning="zero-flag",
+                        folder=folder)
     s = result.summary
     assert len(result.controllers) == 3 and result.controllers[:2] == ["fixed", "max-pressure"]
     assert len(s) == 6 and set(s["dropout"]) == {0.0, 0.5}
     fixed = s[s["controller"] == "fixed"]["mean_delay_s"]
     assert fixed.nunique() == 1, "fixed timing reads no sensor"
     assert (s[s["dropout"] == 0.0]["delay_vs_no_dropout_pct"] == 0).all()
-    folder = write(result, tmp_path / "out")
-    for name in ("spec.toml", "metrics.parquet", "robustness.csv", "summary.json",
-                 "plots/robustness.png"):
+    for name in ("manifest.json", "spec.toml", "metrics.parquet", "robustness.csv",
+                 "summary.json", "plots/robustness.png"):
         assert (folder / name).is_file(), name
     assert len(pd.read_parquet(folder / "metrics.parquet")) == 6
 

@@ -1,8 +1,7 @@
-"""Spec files: the dataclass tree, sweep expansion, content hashes, and one line for bad input."""
+"""Spec files: the pydantic models, sweep expansion, content hashes, one line for bad input."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -12,13 +11,13 @@ from typer.testing import CliRunner
 
 from agents import UnknownControllerError, make_controller
 from experiments.cli import app
+from experiments.results import toml_text
 from experiments.spec import (
     REFERENCE,
     Experiment,
     RunUnit,
     SpecError,
     Sweep,
-    dump_toml,
     load,
     parse,
 )
@@ -104,20 +103,20 @@ def test_the_content_hash_is_sha256_of_the_canonical_run_and_ignores_names(tmp_p
     assert len({u.hash for u in plan.units}) == len(plan.units)
     renamed = parse(SWEEP.replace('name = "demo"', 'name = "other"'), tmp_path / "x.toml")
     assert [u.hash for u in renamed.units] == [u.hash for u in plan.units]
-    no_trips = dataclasses.replace(unit, experiment=dataclasses.replace(unit.experiment,
-                                                                          trips=False))
+    no_trips = RunUnit(unit.experiment.model_copy(update={"trips": False}), unit.controller,
+                       unit.seed, unit.point)
     assert no_trips.hash == unit.hash
     other_seed = RunUnit(unit.experiment, unit.controller, unit.seed + 1, unit.point)
     assert other_seed.hash != unit.hash
-    slower = dataclasses.replace(unit.experiment, signals=dataclasses.replace(
-        unit.experiment.signals, decision_interval=7.0))
+    slower = unit.experiment.model_copy(update={"signals": unit.experiment.signals.model_copy(
+        update={"decision_interval": 7.0})})
     assert RunUnit(slower, unit.controller, unit.seed).hash != unit.hash
     assert json.loads(json.dumps(unit.resolved()))["controller"] == REFERENCE
 
 
 def test_the_resolved_spec_reads_back_as_the_same_sweep(tmp_path: Path) -> None:
     plan = parse(SWEEP, tmp_path / "demo.toml")
-    again = parse(dump_toml(plan.to_dict()), tmp_path / "resolved.toml")
+    again = parse(toml_text(plan.to_dict()), tmp_path / "resolved.toml")
     assert again.base == plan.base and again.grid == plan.grid and again.random == plan.random
     assert [u.hash for u in again.units] == [u.hash for u in plan.units]
 

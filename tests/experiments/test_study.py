@@ -62,10 +62,13 @@ def test_study_writes_runs_summary_and_plot(tiny: Scenario, tmp_path: Path) -> N
                    on_run=seen.append)
     assert len(seen) == 8
     for name in ("study.csv", "summary.csv", "plots/learning_curves.png", "spec.toml",
-                 "log.txt"):
+                 "manifest.json", "log.txt"):
         assert (folder / name).is_file(), name
-    for setting in SETTINGS:
-        assert (folder / "runs" / f"{setting.name}-seed0" / "checkpoints" / "last.pt").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "study" and len(manifest["runs"]) == 1 + 8
+    assert manifest["runs"][0]["controller"] == "max-pressure"
+    for run in manifest["runs"][1:]:
+        assert (folder / "training" / run["hash"] / "checkpoints" / "last.pt").is_file()
 
     runs = pd.read_csv(folder / "study.csv")
     assert list(runs.columns) == ["setting", "optimizer", "schedule", "lr", "seed", "episode",

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from experiments import store
 from experiments.cli import app
 from experiments.spec import load
-from experiments.sweep import SweepError, delay_over_time, memory, scaling, sweep
+from experiments.sweep import SweepError, memory, scaling, sweep
 from networks import Scenario
-from simulator.metrics import KPI_NAMES
+from simulator.metrics import KPI_NAMES, delay_over_time
 
 runner = CliRunner()
 
@@ -140,7 +140,7 @@ def test_the_store_holds_one_row_per_run_and_the_results_layout(
     assert json.loads(first["spec"])["controller"] == first["controller"]
     assert json.loads(first["delay_over_time"])["bins"]
     assert (out / first["trips"]).is_file()
-    for name in ("spec.toml", "plan.json", "metrics.parquet", "summary.json", "report.md",
+    for name in ("spec.toml", "manifest.json", "metrics.parquet", "summary.json", "report.md",
                  "plots/delay.png", "plots/delay_vs_fixed.png", "plots/delay_over_time.png",
                  "log.txt"):
         assert (out / name).is_file(), name
@@ -277,7 +277,7 @@ def test_cli_run_refuses_a_sweep_and_bad_options_are_one_line(
                       '[sweep.grid]\nnetwork = ["grid-1x1"]\n')
     for args, words in (
         (["run", str(spec)], ["[sweep]", "greenphase sweep"]),
-        (["sweep", str(spec), "--backend", "slurm"], ["unknown backend", "slurm"]),
+        (["sweep", str(spec), "--backend", "slurm"], ["--backend", "slurm"]),
         (["sweep", str(spec), "--address", "1.2.3.4:6379"], ["--address needs --backend ray"]),
         (["sweep", str(spec), "--fail-under", "delay<=1"], ["unknown metric", "delay"]),
         (["sweep", str(spec), "--fail-under", "sotl:mean_delay_s<=9"], ["no controller", "sotl"]),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from networks import generators
 from networks.errors import NetworkError
 from networks.generators import grid
 from networks.netinfo import read_net
-from networks.registry import Scenario, route_edges
+from networks.registry import route_edges
+from networks.scenario import Scenario
+from networks.sumo_home import SumoError, sumo_home
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +146,20 @@ def test_failed_tool_reports_its_last_error_line(
         grid(2, 2, cache_dir=tmp_path / "cache")
     # the scratch folder is gone and nothing half-built is cached
     assert list((tmp_path / "cache" / "networks").iterdir()) == []
+
+
+def test_sumo_home_falls_back_to_the_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "sumo", None)  # no eclipse-sumo wheel: ImportError
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("SUMO_HOME", str(tmp_path))
+    assert sumo_home() == tmp_path
+    # the grid builder finds SUMO the same way: here a SUMO without netgenerate
+    with pytest.raises(NetworkError, match="netgenerate"):
+        grid(1, 2, cache_dir=tmp_path / "cache")
+    monkeypatch.delenv("SUMO_HOME")
+    with pytest.raises(SumoError, match="SUMO not found"):
+        sumo_home()
+    with pytest.raises(NetworkError, match="SUMO not found"):
+        grid(1, 2, cache_dir=tmp_path / "cache")

@@ -20,6 +20,7 @@ from simulator.cleaning import (
 from simulator.faults import FaultConfigError, FaultySensors
 from simulator.intersection import Layout
 from simulator.observations import PressureObservation, QueueObservation
+from simulator.options import SimulationOptions
 from simulator.sensors import Detectors, Readings, SensorModel
 from simulator.view import SignalView
 
@@ -142,7 +143,7 @@ def test_sensor_model_builds_the_chain_and_refuses_bad_names() -> None:
 def test_cleaned_runs_in_sumo_and_are_reproducible(grid2x2_short: Scenario) -> None:
     runs = [
         run_episode(grid2x2_short, "max-pressure", 0,
-                    sensor_model=sensor_model("dropout=0.3,noise=0.1", "last"))
+                    SimulationOptions(faults="dropout=0.3,noise=0.1", cleaning="last"))
         for _ in range(2)
     ]
     assert runs[0].kpis == runs[1].kpis and runs[0].kpis["vehicles"] > 0

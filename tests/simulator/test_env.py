@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -15,38 +15,17 @@ from gymnasium.utils.env_checker import check_env
 import networks
 import simulator
 from networks import Scenario
-from networks.generators import grid
-from simulator import PressureObservation, PressureReward, TrafficSignalEnv
+from simulator import PressureObservation, PressureReward, SimulationOptions, TrafficSignalEnv
 from simulator.metrics import KPI_NAMES
 
-HORIZON_S = 300
-DECISION_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def grid22(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    sc = grid(2, 2, cache_dir=tmp_path_factory.getbasetemp() / "networks-cache")
-    return dataclasses.replace(sc, end=sc.begin + HORIZON_S)
-
-
-@pytest.fixture(scope="module")
-def cologne1() -> Scenario:
-    return dataclasses.replace(networks.get("cologne1"), end=25200 + HORIZON_S)
+HORIZON_S = 300  # of the grid22 and cologne1 fixtures
+DECISION_S = SimulationOptions().decision_interval
 
 
 @pytest.fixture
-def make_env() -> Iterator[Callable[..., TrafficSignalEnv]]:
-    """Build environments that are all closed after the test (libsumo runs one per process)."""
-    made: list[Any] = []
-
-    def build(*args: Any, **kwargs: Any) -> TrafficSignalEnv:
-        env = TrafficSignalEnv(*args, **kwargs)
-        made.append(env)
-        return env
-
-    yield build
-    for env in made:
-        env.close()
+def make_env(closing: Callable[[Any], Any]) -> Callable[..., TrafficSignalEnv]:
+    """Build environments closed after the test."""
+    return lambda *args, **kwargs: closing(TrafficSignalEnv(*args, **kwargs))
 
 
 @dataclasses.dataclass
@@ -152,11 +131,35 @@ def test_make_registered_cologne1() -> None:
 def test_make_passes_options(cologne1: Scenario) -> None:
     env = gymnasium.make("greenphase/cologne1-v0", network=cologne1, decision_interval=10.0)
     try:
+        unwrapped = env.unwrapped
+        assert isinstance(unwrapped, TrafficSignalEnv)
+        assert unwrapped.options == SimulationOptions(decision_interval=10.0)
         env.reset(seed=0)
         *_, info = env.step(0)
         assert info["time"] == 25210
     finally:
         env.close()
+
+
+def test_options_are_the_defaults_unless_given(
+    cologne1: Scenario, make_env: Callable[..., TrafficSignalEnv]
+) -> None:
+    assert make_env(cologne1).options == SimulationOptions()
+    given = SimulationOptions(max_green=40.0, detector_length=30.0)
+    env = make_env(cologne1, options=given, decision_interval=2.0)
+    assert env.options == SimulationOptions.of(given, decision_interval=2.0)
+    assert env.sim.decision_interval == 2.0
+    assert env.sim.layouts[0].max_green == 40.0
+    assert env.sim.detectors.lengths.max() <= 30.0
+
+
+def test_a_wrong_simulation_keyword_is_one_clear_error(cologne1: Scenario) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'decison_interval'") as err:
+        gymnasium.make("greenphase/cologne1-v0", network=cologne1, decison_interval=10.0)
+    assert "\n" not in str(err.value) and "decision_interval" in str(err.value)
+    with pytest.raises(ValueError, match=r"^TrafficSignalEnv: max_green: .*greater than 0") as bad:
+        gymnasium.make("greenphase/cologne1-v0", network=cologne1, max_green=-1.0)
+    assert "\n" not in str(bad.value)
 
 
 # ------------------------------------------------------------------------ determinism
@@ -184,15 +187,11 @@ def test_same_seed_and_actions_give_the_same_episode(
 
 
 def test_reset_without_seed_draws_a_different_sumo_seed(
-    cologne1: Scenario, make_env: Callable[..., TrafficSignalEnv]
+    cologne1: Scenario,
+    make_env: Callable[..., TrafficSignalEnv],
+    seeds_drawn: Callable[[Any, int, int], set[int]],
 ) -> None:
-    env = make_env(cologne1)
-    env.reset(seed=3)
-    seeds = {env.sim.seed}
-    for _ in range(3):
-        env.reset()
-        seeds.add(env.sim.seed)
-    assert len(seeds) == 4
+    assert len(seeds_drawn(make_env(cologne1), 3, 3)) == 4
 
 
 # ----------------------------------------------------------------------- the horizon

@@ -10,6 +10,7 @@ import pytest
 from experiments.runner import run_episode
 from networks import Scenario
 from simulator.faults import FIELDS, FaultConfig, FaultConfigError, FaultySensors
+from simulator.options import SimulationOptions
 from simulator.parallel import TrafficSignalParallelEnv
 from simulator.sensors import Detectors, Readings
 
@@ -89,6 +90,21 @@ def test_bad_faults_are_one_line_naming_the_field(text: str, words: list[str]) -
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_the_constructor_checks_like_parse() -> None:
+    with pytest.raises(FaultConfigError, match="^unknown fault kind 'gremlins'"):
+        FaultConfig(gremlins=0.1)
+    with pytest.raises(FaultConfigError, match="^latency must be an integer, got 1.5$"):
+        FaultConfig(latency=1.5)
+    with pytest.raises(FaultConfigError, match="^noise must be a number, got True$"):
+        FaultConfig(noise=True)
+    config = FaultConfig(noise=0.1)
+    assert config.replace(dropout=0.3) == FaultConfig.parse("noise=0.1,dropout=0.3")
+    with pytest.raises(FaultConfigError, match=r"dropout must be in \[0, 1\)"):
+        config.replace(dropout=1.0)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert hash(config) == hash(FaultConfig(noise=0.1))
 
 
 # ------------------------------------------------------------------ each fault
@@ -193,13 +209,13 @@ def test_faults_leave_fixed_timing_kpis_and_the_true_queue_unchanged(
     grid2x2_short: Scenario,
 ) -> None:
     exact = run_episode(grid2x2_short, "fixed", 0)
-    faulty = run_episode(grid2x2_short, "fixed", 0, sensor_model=FaultySensors(FAULTS))
+    faulty = run_episode(grid2x2_short, "fixed", 0, SimulationOptions(faults=FAULTS))
     assert faulty.kpis == exact.kpis
     assert exact.kpis["mean_queue_veh"] > 0
 
 
 def test_a_run_with_faults_gives_the_same_kpis_twice(grid2x2_short: Scenario) -> None:
-    runs = [run_episode(grid2x2_short, "max-pressure", 1, sensor_model=FaultySensors(FAULTS))
+    runs = [run_episode(grid2x2_short, "max-pressure", 1, SimulationOptions(faults=FAULTS))
             for _ in range(2)]
     assert runs[0].kpis == runs[1].kpis
     exact = run_episode(grid2x2_short, "max-pressure", 1)

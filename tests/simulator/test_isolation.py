@@ -90,6 +90,23 @@ def test_an_unknown_allocator_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         isolation.allocator_library()
 
 
+def test_the_server_preloads_the_registered_modules_the_caller_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(isolation, "_PRELOAD", [])
+    isolation.preload("colorsys", "greenphase_never_imported", "colorsys")
+    import colorsys  # noqa: F401 - the caller's own import is what makes it preloaded
+
+    try:
+        _fresh_server(monkeypatch, "system")
+        assert isolation._SERVER is not None
+        args = isolation._SERVER.process.args
+        assert isinstance(args, list) and args[-1:] == ["colorsys"]
+    finally:
+        monkeypatch.undo()
+        isolation._SERVER.stop()  # the next test starts one with the usual settings
+
+
 @pytest.mark.parametrize("program", ["static", None])
 def test_an_isolated_episode_mirrors_the_in_process_one_step_by_step(program) -> None:
     # under a program the child runs ahead and sends its states in batches; under

@@ -12,6 +12,7 @@ from agents import Controller
 from experiments.runner import run_episode
 from networks import Scenario
 from simulator.metrics import kpis, read_tripinfo
+from simulator.options import SimulationOptions
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -36,7 +37,7 @@ def scheduled_departures(scenario: Scenario) -> dict[str, float]:
 
 def test_vehicles_held_outside_the_network_are_charged(grid1x1: Scenario) -> None:
     # max_green so long that the held green is never forced to end
-    held = run_episode(grid1x1, HoldFirstPhase(), seed=0, max_green=1e9)
+    held = run_episode(grid1x1, HoldFirstPhase(), 0, SimulationOptions(max_green=1e9))
     trips = held.trips
     outside = trips[~trips["inserted"]]
     assert held.kpis["not_inserted"] == len(outside) > 20

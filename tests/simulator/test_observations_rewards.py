@@ -8,9 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import networks
 from networks import Scenario
-from networks.generators import grid
 from simulator.core import TrafficSimulation
 from simulator.observations import ObservationFunction, PressureObservation, QueueObservation
 from simulator.rewards import (
@@ -24,23 +22,22 @@ from simulator.sensors import Readings
 from simulator.view import VEHICLE_SPACE_M, SignalView
 
 
-@pytest.fixture(scope="module")
-def grid22(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    sc = grid(2, 2, cache_dir=tmp_path_factory.getbasetemp() / "networks-cache")
-    return dataclasses.replace(sc, end=sc.begin + 300)
-
-
-@pytest.fixture(scope="module")
-def cologne1() -> Scenario:
-    return dataclasses.replace(networks.get("cologne1"), end=25200 + 300)
-
-
 @pytest.fixture(params=["grid22", "cologne1"])
 def recorded(request: pytest.FixtureRequest) -> Iterator[tuple[TrafficSimulation, list[Snapshot]]]:
     """An episode under random greens: the simulation and a snapshot at each decision step."""
     sim = TrafficSimulation(request.getfixturevalue(request.param))
     try:
         yield sim, record(sim)
+    finally:
+        sim.close()
+
+
+@pytest.fixture(scope="module")
+def with_exits(grid22: Scenario) -> tuple[TrafficSimulation, list[Snapshot]]:
+    """:func:`recorded` on the grid with exit detectors, as pressure needs (closed)."""
+    sim = TrafficSimulation(grid22, exit_detectors=True)
+    try:
+        return sim, record(sim)
     finally:
         sim.close()
 
@@ -72,6 +69,13 @@ def record(sim: TrafficSimulation) -> list[Snapshot]:
         readings = sim.step(rng.integers(0, phases))
         out.append(snap(readings, sim.time - before))
     return out
+
+
+def replayed(sim: TrafficSimulation, snaps: list[Snapshot]) -> Iterator[Snapshot]:
+    """Each snapshot, with the simulation's views put back in its state first."""
+    for snap in snaps:
+        snap.apply(sim.views)
+        yield snap
 
 
 # --------------------------------------------------------------------- references
@@ -128,8 +132,7 @@ def test_queue_observation_matches_its_definition(
     sim, snaps = recorded
     obs_fn = QueueObservation()
     busy = False
-    for snap in snaps:
-        snap.apply(sim.views)
+    for snap in replayed(sim, snaps):
         for readings in (snap.readings, exaggerated(snap.readings)):
             got = obs_fn.observe_all(sim.views, readings)
             expected = np.concatenate([queue_reference(sim, v, readings) for v in sim.views])
@@ -149,24 +152,18 @@ def test_queue_observation_fits_its_space(
     obs_fn = QueueObservation()
     for v in sim.views:
         assert obs_fn.space(v).shape == (v.layout.num_phases + 1 + 3 * len(v.entry),)
-    for snap in snaps:
-        snap.apply(sim.views)
+    for snap in replayed(sim, snaps):
         for v in sim.views:
             assert obs_fn.space(v).contains(obs_fn(v, snap.readings))
 
 
 def test_pressure_observation_is_one_hot_then_pressures_in_range(
-    grid22: Scenario,
+    with_exits: tuple[TrafficSimulation, list[Snapshot]],
 ) -> None:
-    sim = TrafficSimulation(grid22, exit_detectors=True)
-    try:
-        snaps = record(sim)
-    finally:
-        sim.close()
+    sim, snaps = with_exits
     obs_fn = PressureObservation()
     nonzero = False
-    for snap in snaps:
-        snap.apply(sim.views)
+    for snap in replayed(sim, snaps):
         for readings in (snap.readings, snap.readings.with_values(count=snap.readings.count * 20)):
             all_obs = obs_fn.observe_all(sim.views, readings)
             assert all_obs.shape == (sum(2 * v.layout.num_phases for v in sim.views),)
@@ -180,34 +177,29 @@ def test_pressure_observation_is_one_hot_then_pressures_in_range(
     assert nonzero
 
 
-def test_pressure_observation_sign_follows_entry_minus_exit(grid22: Scenario) -> None:
-    sim = TrafficSimulation(grid22, exit_detectors=True)
-    sim.close()
-    n = len(sim.detectors.ids)
-    empty = np.zeros(n)
-    base = Readings(0.0, empty, empty, np.full(n, np.nan), empty, empty)
+def test_pressure_observation_sign_follows_entry_minus_exit(
+    with_exits: tuple[TrafficSimulation, list[Snapshot]],
+) -> None:
+    sim, _ = with_exits
+    base = blank(sim)
     view = sim.views[0]
     obs_fn = PressureObservation()
     k = view.layout.num_phases
     # vehicles waiting on the incoming lanes only: every phase has positive pressure
-    count = empty.copy()
+    count = np.zeros(len(sim.detectors.ids))
     count[view.entry] = 5
     assert (obs_fn(view, base.with_values(count=count))[k:] > 0).all()
     # vehicles on the outgoing lanes only: negative pressure
-    count = empty.copy()
+    count = np.zeros(len(sim.detectors.ids))
     count[view.exit] = 5
     assert (obs_fn(view, base.with_values(count=count))[k:] < 0).all()
 
 
 @pytest.mark.parametrize("obs_fn", [QueueObservation(), PressureObservation()])
 def test_default_observe_all_concatenates_the_views(
-    obs_fn: ObservationFunction, grid22: Scenario
+    obs_fn: ObservationFunction, with_exits: tuple[TrafficSimulation, list[Snapshot]]
 ) -> None:
-    sim = TrafficSimulation(grid22, exit_detectors=True)
-    try:
-        snaps = record(sim)
-    finally:
-        sim.close()
+    sim, snaps = with_exits
     snaps[-1].apply(sim.views)
     readings = snaps[-1].readings
     expected = ObservationFunction.observe_all(obs_fn, sim.views, readings)
@@ -245,16 +237,15 @@ def test_entry_rewards_match_their_definitions(
     assert negative
 
 
-def test_pressure_reward_is_minus_the_absolute_imbalance(grid22: Scenario) -> None:
-    sim = TrafficSimulation(grid22, exit_detectors=True)
-    sim.close()
-    n = len(sim.detectors.ids)
-    count = np.zeros(n)
+def test_pressure_reward_is_minus_the_absolute_imbalance(
+    with_exits: tuple[TrafficSimulation, list[Snapshot]],
+) -> None:
+    sim, _ = with_exits
+    count = np.zeros(len(sim.detectors.ids))
     view = sim.views[0]
     count[view.entry[:2]] = [3, 4]
     count[view.exit[:1]] = 10
-    r = Readings(0.0, np.zeros(n), np.zeros(n), np.full(n, np.nan), count, np.zeros(n))
-    assert PressureReward()(view, r, 5.0) == -3.0
+    assert PressureReward()(view, blank(sim).with_values(count=count), 5.0) == -3.0
 
 
 def blank(sim: TrafficSimulation) -> Readings:

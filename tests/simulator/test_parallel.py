@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,41 +10,14 @@ import pytest
 from gymnasium import spaces
 from pettingzoo.test import parallel_api_test
 
-import networks
 import simulator
 from networks import Scenario
-from networks.generators import grid
-from simulator import PressureObservation, PressureReward, TrafficSignalEnv
+from simulator import PressureObservation, PressureReward, SimulationOptions, TrafficSignalEnv
 from simulator.metrics import KPI_NAMES
 from simulator.parallel import TrafficSignalParallelEnv
 
-HORIZON_S = 300
+HORIZON_S = 300  # of the grid22 and cologne1 fixtures
 STEPS = HORIZON_S // 5
-
-
-@pytest.fixture(scope="module")
-def grid22(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    sc = grid(2, 2, cache_dir=tmp_path_factory.getbasetemp() / "networks-cache")
-    return dataclasses.replace(sc, end=sc.begin + HORIZON_S)
-
-
-@pytest.fixture(scope="module")
-def cologne1() -> Scenario:
-    return dataclasses.replace(networks.get("cologne1"), end=25200 + HORIZON_S)
-
-
-@pytest.fixture
-def closing() -> Iterator[Callable[[Any], Any]]:
-    """Register environments to close after the test (libsumo runs one per process)."""
-    made: list[Any] = []
-
-    def keep(env: Any) -> Any:
-        made.append(env)
-        return env
-
-    yield keep
-    for env in made:
-        env.close()
 
 
 @pytest.mark.parametrize(
@@ -174,7 +146,9 @@ def test_infos_carry_time_and_each_signals_queue(
 
 
 def test_same_seed_same_episode_and_seedless_resets_differ(
-    cologne1: Scenario, closing: Callable[[Any], Any]
+    cologne1: Scenario,
+    closing: Callable[[Any], Any],
+    seeds_drawn: Callable[[Any, int, int], set[int]],
 ) -> None:
     env = closing(TrafficSignalParallelEnv(cologne1))
     (agent,) = env.possible_agents
@@ -189,12 +163,7 @@ def test_same_seed_same_episode_and_seedless_resets_differ(
 
     assert play(5) == play(5)
     assert play(5) != play(6)
-    env.reset(seed=5)
-    seeds = {env.sim.seed}
-    for _ in range(2):
-        env.reset()
-        seeds.add(env.sim.seed)
-    assert len(seeds) == 3
+    assert len(seeds_drawn(env, 5, 2)) == 3
 
 
 def test_actions_must_name_every_signal(grid22: Scenario, closing: Callable[[Any], Any]) -> None:
@@ -218,3 +187,17 @@ def test_static_program_needs_no_actions(grid22: Scenario, closing: Callable[[An
         env.step({})
         steps += 1
     assert steps == STEPS
+
+
+def test_options_and_keywords_reach_the_simulation(
+    grid22: Scenario, closing: Callable[[Any], Any]
+) -> None:
+    assert closing(TrafficSignalParallelEnv(grid22)).options == SimulationOptions()
+    env = closing(simulator.parallel_env(grid22, options=SimulationOptions(min_green=7.0),
+                                         decision_interval=10.0))
+    assert env.options == SimulationOptions(min_green=7.0, decision_interval=10.0)
+    env.reset(seed=0)
+    *_, infos = env.step({a: 0 for a in env.agents})
+    assert infos["A0"]["time"] == 10.0
+    with pytest.raises(TypeError, match="unexpected keyword argument 'green'"):
+        TrafficSignalParallelEnv(grid22, green=3)

@@ -12,7 +12,7 @@ import pytest
 
 import networks
 from networks import NetworkError, Phase, Program, Scenario
-from simulator import programs
+from simulator import movements
 from simulator.programs import (
     ACTUATED_PROGRAM_ID,
     WEBSTER_PROGRAM_ID,
@@ -39,6 +39,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def cologne1() -> Scenario:
+    """cologne1's whole hour (not the short one of conftest): Webster times it by its demand."""
     return networks.get("cologne1")
 
 
@@ -206,7 +207,7 @@ def test_routing_is_cached(
     def no_routing(*args: object) -> None:
         raise AssertionError("duarouter ran again")
 
-    monkeypatch.setattr(programs, "_route_and_count", no_routing)
+    monkeypatch.setattr(movements, "_route_and_count", no_routing)
     assert movement_counts(short) == first
     with pytest.raises(AssertionError, match="ran again"):  # another window is another key
         movement_counts(Scenario("c1", cologne1.net_file, cologne1.route_files, 25200, 25900))
@@ -252,20 +253,25 @@ def actuated_like(program: Program) -> Program:
     return Program(program.tls_id, "act", "actuated", 0.0, phases)
 
 
+def sumo_command(scenario: Scenario, additional: Path, seconds: int) -> list[str]:
+    """SUMO on the scenario with an additional file, for its first ``seconds``."""
+    return [
+        sumo_binary("sumo"),
+        "-n", str(scenario.net_file),
+        "-r", ",".join(str(r) for r in scenario.route_files),
+        "-a", str(additional),
+        "-b", str(scenario.begin),
+        "-e", str(scenario.begin + seconds),
+        "--no-step-log", "true",
+    ]  # fmt: skip
+
+
 def test_programs_load_in_sumo(
     cologne1: Scenario, webster1: dict[str, SignalPlan], tmp_path: Path
 ) -> None:
     path = tmp_path / "programs.add.xml"
     write_additional([*actuated_programs(cologne1.net).values(), *webster1.values()], path)
-    cmd = [
-        sumo_binary("sumo"),
-        "-n", str(cologne1.net_file),
-        "-r", ",".join(str(r) for r in cologne1.route_files),
-        "-a", str(path),
-        "-b", str(cologne1.begin),
-        "-e", str(cologne1.begin + 300),
-        "--no-step-log",
-    ]  # fmt: skip
+    cmd = sumo_command(cologne1, path, 300)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "Error" not in done.stderr
@@ -303,16 +309,7 @@ def test_libsumo_switches_to_the_plans(
     actuated = actuated_programs(cologne1.net)
     path = tmp_path / "programs.add.xml"
     write_additional([*actuated.values(), *webster1.values()], path)
-    args = [
-        sumo_binary("sumo"),
-        "-n", str(cologne1.net_file),
-        "-r", ",".join(str(r) for r in cologne1.route_files),
-        "-a", str(path),
-        "-b", str(cologne1.begin),
-        "-e", str(cologne1.begin + 600),
-        "--no-step-log", "true",
-        "--no-warnings", "true",
-    ]  # fmt: skip
+    args = [*sumo_command(cologne1, path, 600), "--no-warnings", "true"]
     plans = {
         plan[TLS].program.program_id: [p.state for p in plan[TLS].program.phases]
         for plan in (webster1, actuated)

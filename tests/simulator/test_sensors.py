@@ -2,48 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-import networks
 from networks import Scenario
-from networks.generators import grid
 from simulator.core import TrafficSimulation
+from simulator.options import SimulationOptions
 from simulator.sensors import Detectors, Readings, SensorModel, build_detectors
 
 SEED = 11
 
 
-@pytest.fixture(scope="module")
-def grid22(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    sc = grid(2, 2, cache_dir=tmp_path_factory.getbasetemp() / "networks-cache")
-    return dataclasses.replace(sc, end=sc.begin + 300)
-
-
-@pytest.fixture(scope="module")
-def cologne1() -> Scenario:
-    return dataclasses.replace(networks.get("cologne1"), end=25200 + 300)
-
-
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., TrafficSimulation]]:
-    """Build simulations that are all closed after the test (libsumo runs one per process)."""
-    made: list[TrafficSimulation] = []
+def make_sim(closing: Callable[[Any], Any]) -> Callable[..., TrafficSimulation]:
+    """Build simulations in this process, closed after the test."""
 
     def build(*args: Any, **kwargs: Any) -> TrafficSimulation:
         # in this process, so that tests can ask SUMO itself what the detectors should see
-        kwargs.setdefault("isolate", False)
-        sim = TrafficSimulation(*args, **kwargs)
-        made.append(sim)
-        return sim
+        return closing(TrafficSimulation(*args, **kwargs, isolate=False))
 
-    yield build
-    for sim in made:
-        sim.close()
+    return build
 
 
 def rollout(sim: TrafficSimulation, seed: int = SEED) -> Iterator[Readings]:
@@ -72,7 +53,7 @@ def test_build_detectors_places_one_per_lane_and_side(grid22: Scenario) -> None:
 def test_detector_file_loads_in_sumo_where_it_was_meant(
     grid22: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
-    sim = make_sim(grid22, detector_length=50.0)
+    sim = make_sim(grid22, SimulationOptions(detector_length=50.0))
     sim.start(SEED)
     la, lane = sim._conn.lanearea, sim._conn.lane
     det: Detectors = sim.detectors
@@ -124,7 +105,7 @@ def test_readings_have_one_value_per_detector_within_bounds(
 def test_entry_counts_match_the_vehicles_on_the_lane(
     cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
-    sim = make_sim(cologne1, detector_length=None)
+    sim = make_sim(cologne1, SimulationOptions(detector_length=None))
     det = sim.detectors
     lane_length = np.array([cologne1.net.lanes[lane].length for lane in det.lanes])
     entry = np.flatnonzero(det.is_entry)
@@ -155,7 +136,7 @@ def test_entry_counts_match_the_vehicles_on_the_lane(
 def test_first_wait_is_the_lead_vehicles_waiting_time(
     cologne1: Scenario, make_sim: Callable[..., TrafficSimulation]
 ) -> None:
-    sim = make_sim(cologne1, first_wait=True, exit_detectors=False)
+    sim = make_sim(cologne1, SimulationOptions(first_wait=True), exit_detectors=False)
     det = sim.detectors
     waited = False
     for r in rollout(sim):
@@ -176,7 +157,7 @@ def test_traci_subscriptions_read_the_same_as_libsumo_calls(
 ) -> None:
     readings = {}
     for backend in ("libsumo", "traci"):
-        sim = make_sim(cologne1, backend=backend, first_wait=True)
+        sim = make_sim(cologne1, SimulationOptions(first_wait=True), backend=backend)
         readings[backend] = list(rollout(sim))
         sim.close()
     assert len(readings["libsumo"]) == len(readings["traci"]) == 61

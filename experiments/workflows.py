@@ -1,0 +1,266 @@
+"""The work behind the commands: check the options, run the experiment, write the results.
+
+Each command of :mod:`experiments.cli` parses its options, calls the functions here,
+and renders what they return. A ``plan_*`` function checks everything that can be
+checked before a simulation starts (and that the results folder is writable); the
+``run_*`` function that follows runs the plan and writes its results folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from agents import checkpoint
+from agents.optim import OptimConfig
+from agents.trained import load_policy
+from experiments import gates as gate_checks
+from experiments import results
+from experiments.compare import Comparison, validate_controllers
+from experiments.compare import compare as run_compare
+from experiments.options import (
+    RUNS,
+    BadInput,
+    ScenarioOptions,
+    default_folder,
+    federated_settings,
+    int_list,
+    sensor_options,
+)
+from experiments.robustness import CLASSIC, Robustness
+from experiments.robustness import robustness as run_robustness_sweep
+from experiments.spec import Sweep, load
+from experiments.sweep import OnResult, OnStart, SweepResult
+from experiments.sweep import sweep as run_sweep
+from experiments.train import TrainSpec
+from networks import Scenario
+from simulator.faults import FaultConfig
+from simulator.options import SimulationOptions
+
+
+# ------------------------------------------------------------------ compare, evaluate
+@dataclass(frozen=True)
+class ComparePlan:
+    """Controllers over seeds on one scenario, and where the results go."""
+
+    scenario: Scenario
+    controllers: list[str]
+    """The controllers, fixed timing (the reference) first."""
+    seeds: list[int]
+    decision_interval: float
+    faults: FaultConfig
+    cleaning: str
+    folder: Path
+    reference_added: bool
+    """Whether fixed timing was not asked for and is run as the reference anyway."""
+
+    @property
+    def runs(self) -> int:
+        """Episodes to simulate."""
+        return len(self.controllers) * len(self.seeds)
+
+    @property
+    def options(self) -> SimulationOptions:
+        """How every run is simulated."""
+        return SimulationOptions(decision_interval=self.decision_interval,
+                                 faults=str(self.faults), cleaning=self.cleaning)
+
+
+def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out: Path | None,
+                 *, decision_interval: float, faults: str, cleaning: str) -> ComparePlan:
+    """Check a comparison: sensor options, controller names, results folder.
+
+    Raises:
+        BadInput: A bad ``--faults`` or ``--cleaning``.
+        UnknownControllerError: A controller name that is not known.
+        OutputError: The results folder cannot be written.
+    """
+    fault_config, cleaning = sensor_options(faults, cleaning)
+    names = validate_controllers(controllers)
+    folder = out or default_folder("compare", scenario.name)
+    results.ensure_writable(folder)
+    return ComparePlan(scenario, names, list(range(seeds)), decision_interval, fault_config,
+                       cleaning, folder, reference_added=names[0] not in controllers)
+
+
+def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str], seeds: int,
+                    out: Path | None, faults: str, cleaning: str) -> ComparePlan:
+    """A trained run against fixed timing (and ``others``), on its network unless one is named.
+
+    The runs use the decision interval the policy was trained with.
+    """
+    _, policy = load_policy(run)
+    scenario = where.scenario(default=policy.get("network"))
+    return plan_compare(scenario, ["fixed", f"trained:{run}", *others], seeds, out,
+                        decision_interval=policy.get("decision_interval", 5.0), faults=faults,
+                        cleaning=cleaning)
+
+
+def run_comparison(
+    plan: ComparePlan, *, on_step: Callable[[str, int, float], None] | None = None,
+) -> Comparison:
+    """Run the plan and write its results folder."""
+    return run_compare(plan.scenario, plan.controllers, plan.seeds, plan.options,
+                       folder=plan.folder, on_step=on_step)
+
+
+# ------------------------------------------------------------------ robustness
+@dataclass(frozen=True)
+class RobustnessPlan:
+    """Fixed timing, max-pressure and a trained policy as sensor dropout rises."""
+
+    scenario: Scenario
+    trained: str
+    """The learned controller, ``trained:RUN``."""
+    rates: list[float]
+    seeds: list[int]
+    base: FaultConfig
+    """Faults on at every rate besides dropout."""
+    cleaning: str
+    decision_interval: float
+    """The policy's own decision interval."""
+    folder: Path
+
+    @property
+    def runs(self) -> int:
+        """Episodes to simulate."""
+        return len(self.rates) * (len(CLASSIC) + 1) * len(self.seeds)
+
+
+def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float], seeds: int,
+                    faults: str, cleaning: str, out: Path | None) -> RobustnessPlan:
+    """Check a robustness sweep: the sensor options, the trained run, the folder.
+
+    Raises:
+        BadInput: Bad ``--faults`` (dropout among them) or ``--cleaning``.
+    """
+    base, cleaning = sensor_options(faults, cleaning)
+    if base.dropout:
+        raise BadInput("--faults: leave dropout out, --rates sweeps it")
+    _, policy = load_policy(run)
+    scenario = where.scenario(default=policy.get("network"))
+    folder = out or default_folder("robustness", scenario.name)
+    results.ensure_writable(folder)
+    return RobustnessPlan(scenario, f"trained:{run}", list(rates), list(range(seeds)), base,
+                          cleaning, policy.get("decision_interval", 5.0), folder)
+
+
+def run_robustness(
+    plan: RobustnessPlan, *, on_run: Callable[[float, str, int], None] | None = None,
+) -> Robustness:
+    """Run the plan and write its results folder."""
+    return run_robustness_sweep(
+        plan.scenario, plan.trained, plan.rates, plan.seeds, base=plan.base,
+        cleaning=plan.cleaning, on_run=on_run,
+        options=SimulationOptions(decision_interval=plan.decision_interval), folder=plan.folder,
+    )
+
+
+# ------------------------------------------------------------------ train
+def resumed_spec(run: Path) -> TrainSpec:
+    """The training spec stored in a run's last checkpoint."""
+    stored = checkpoint.load(run / "checkpoints" / "last.pt")
+    return TrainSpec.from_dict(stored["spec"])
+
+
+def training_spec(
+    *, algo: str, seed: int, optimizer: str, lr: float, momentum: float, schedule: str,
+    batch_mode: str, batch_size: int, weight_decay: float, l1: float, grad_clip: float,
+    hidden: str, shared: bool, observation: str, reward: str, eval_every: int, faults: str,
+    cleaning: str, normalize: bool, federated: bool, episodes: int | None,
+    local_episodes: int | None, rounds: int | None, proximal: float | None,
+) -> TrainSpec:
+    """The training spec ``train``'s options give; a ``grad_clip`` of 0 turns clipping off.
+
+    Raises:
+        BadInput: A bad sensor, ``--hidden`` or federated option.
+        ConfigError: An optimiser or training setting out of range.
+    """
+    fault_config, cleaning = sensor_options(faults, cleaning)
+    optim = OptimConfig(
+        optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+        batch_mode=batch_mode, batch_size=batch_size, weight_decay=weight_decay,
+        l1=l1, grad_clip=grad_clip if grad_clip > 0 else None,
+    )
+    return TrainSpec(
+        algo=algo, seed=seed, observation=observation, reward=reward, shared=shared,
+        hidden=int_list(hidden, "--hidden"), eval_every=eval_every, optim=optim,
+        simulation=SimulationOptions(faults=str(fault_config), cleaning=cleaning),
+        normalize=normalize,
+        **federated_settings(federated, episodes, local_episodes, rounds, proximal),
+    )
+
+
+# ------------------------------------------------------------------ run, sweep
+@dataclass(frozen=True)
+class SpecOutcome:
+    """A spec's sweep, its report and its gates."""
+
+    result: SweepResult
+    verdicts: list[gate_checks.Verdict]
+    report: Path
+    """The report written into the results folder."""
+
+    @property
+    def failed_gates(self) -> list[gate_checks.Verdict]:
+        """The verdicts that did not pass."""
+        return [v for v in self.verdicts if not v.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``run``/``sweep --json`` document: the sweep's, with the gates."""
+        return self.result.to_json() | {"gates": [v.to_json() for v in self.verdicts]}
+
+
+def plan_spec(command: str, spec: Path,
+              fail_under: Sequence[str]) -> tuple[Sweep, list[gate_checks.Gate]]:
+    """Read the spec and the gates, and check the gates against the spec's controllers.
+
+    Raises:
+        BadInput: ``run`` of a spec with a ``[sweep]`` table.
+        SpecError: A spec that cannot be read.
+        GateError: A gate that cannot be read or names a controller the spec does not run.
+    """
+    gates = [gate_checks.parse(text) for text in fail_under]
+    plan = load(spec)
+    if command == "run" and not plan.single:
+        raise BadInput(f"{spec} has a [sweep] table: use `greenphase sweep {spec}`")
+    gate_checks.check_controllers(gates, sorted({u.controller for u in plan.units}),
+                                  sorted({u.label for u in plan.units}))
+    return plan, gates
+
+
+def spec_folder(plan: Sweep, out: Path | None) -> Path:
+    """The results folder of a spec: ``out``, or ``runs/<name>`` (so that it resumes)."""
+    return out or RUNS / plan.name
+
+
+def run_spec(
+    command: str, plan: Sweep, gates: Sequence[gate_checks.Gate], folder: Path, *,
+    workers: int | None, backend: str, address: str | None, resume: bool, overwrite: bool,
+    retries: int, on_start: OnStart | None = None, on_result: OnResult | None = None,
+) -> SpecOutcome:
+    """Run what the store lacks, write the report with the gates, add the step summary."""
+    from experiments.report import write_report
+
+    result = run_sweep(plan, folder, workers=workers, backend=backend, address=address,
+                       resume=resume, overwrite=overwrite, retries=retries, report=False,
+                       kind=command, on_start=on_start, on_result=on_result)
+    verdicts = gate_checks.check(gates, result.summary)
+    gate_text = gate_checks.markdown(verdicts)
+    report = write_report(folder, extra=gate_text)
+    gate_checks.append_step_summary(step_summary(command, plan.name, folder, result.summary,
+                                                 gate_text))
+    return SpecOutcome(result, verdicts, report)
+
+
+def step_summary(command: str, name: str, folder: Path, summary: pd.DataFrame,
+                 gate_text: str) -> str:
+    """The GitHub Actions job summary of a ``run`` or ``sweep``: headline, table, gates."""
+    from experiments.report import headline, load_runs, summary_markdown
+
+    return (f"### greenphase {command} {name}\n\n{headline(load_runs(folder), None)}\n\n"
+            f"{summary_markdown(summary)}\n{gate_text}")
