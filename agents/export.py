@@ -54,12 +54,9 @@ from torch import nn
 from agents.checkpoint import load as load_checkpoint
 from agents.errors import CheckpointError, TrainedPolicyError
 from agents.models import MASKED, SignalNetwork
+from agents.names import FORMATS, QUANTIZATIONS
 from agents.policy import load_policy
 
-FORMATS = ("torchscript", "onnx")
-"""Export formats."""
-QUANTIZATIONS = ("int8",)
-"""Quantisations besides full precision (fp32)."""
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 EDGE_FORMAT = "greenphase.edge"
 EDGE_VERSION = 1

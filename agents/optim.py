@@ -24,11 +24,8 @@ from pydantic import AfterValidator, Field, model_validator
 from torch.optim import lr_scheduler
 
 from agents.errors import ConfigError
+from agents.names import BATCH_MODES, OPTIMIZERS, SCHEDULES
 from agents.settings import Settings, one_of
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup-cosine")
-BATCH_MODES = ("full", "mini", "stochastic")
 
 LOSS_WINDOW = 100
 """How many recent finite losses the explosion check takes its median over."""

@@ -32,6 +32,7 @@ from agents.errors import ConfigError
 from agents.federated import FederatedConfig, FederatedDQN
 from agents.learner import Learner
 from agents.models import SignalNetwork, pad
+from agents.names import ALGOS
 from agents.normalize import RunningNormalizer
 from agents.optim import DivergenceError, OptimConfig, batch_size
 from agents.ppo import PPO, PPOConfig
@@ -43,8 +44,6 @@ from simulator.observations import OBSERVATIONS, ObservationFunction
 from simulator.options import SimulationOptions
 from simulator.parallel import TrafficSignalParallelEnv
 from simulator.rewards import REWARDS
-
-ALGOS = ("dqn", "ppo")
 
 CURVE_COLUMNS = [
     "kind", "episode", "update", "lr", "loss", "grad_norm", "epsilon",

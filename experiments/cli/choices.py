@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import enum
 
-from agents.export import FORMATS, QUANTIZATIONS
-from agents.optim import BATCH_MODES, OPTIMIZERS, SCHEDULES
+from agents.names import ALGOS, BATCH_MODES, FORMATS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
 from experiments.sweep import BACKENDS
-from experiments.train import ALGOS
 from simulator.cleaning import CLEANINGS
 from simulator.observations import OBSERVATIONS
 from simulator.rewards import REWARDS
