@@ -17,14 +17,20 @@ CLASSIC: dict[str, type[Controller]] = {
 """The classic controllers by name, in the order a comparison shows them."""
 
 
-def make_controller(name: str) -> Controller:
+def make_controller(name: str, *, network: str | None = None) -> Controller:
     """Build a controller from its name; ``trained:RUN`` loads a trained run's policy.
 
+    ``tuned:DIR`` is a classic controller with the parameters ``greenphase tune`` wrote to
+    ``DIR/params.toml``; given the run's ``network``, one tuned on another is refused.
     ``module:Class`` builds a :class:`Controller` subclass of your own (no arguments) from
     an importable module; it runs in the simulation's process, so it must be picklable.
     """
     if name in CLASSIC:
         return CLASSIC[name]()
+    if name.startswith("tuned:"):
+        from agents.tuned import tuned_controller
+
+        return tuned_controller(name.removeprefix("tuned:"), network)
     if name.startswith("trained:"):
         from agents.trained import TrainedController
 
@@ -38,7 +44,7 @@ def make_controller(name: str) -> Controller:
         return _imported_controller(name, module, attr)
     raise UnknownControllerError(
         f"unknown controller {name!r}; known: {', '.join(CLASSIC)}, trained:RUN, "
-        "exported:FILE, module:Class"
+        "exported:FILE, tuned:DIR, module:Class"
     )
 
 

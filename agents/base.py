@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from simulator.programs import ProgramParams
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -32,6 +33,8 @@ class Controller(ABC):
     """A SUMO program to run instead of acting (``static``, ``actuated``, ``webster``)."""
     needs_exits: ClassVar[bool] = False
     """Whether it reads exit detectors on the outgoing lanes."""
+    program_params: ProgramParams | None = None
+    """Settings of :attr:`program` (default: :mod:`simulator.programs`' defaults)."""
 
     def reset(self, views: Sequence[SignalView], seed: int) -> None:  # noqa: B027 - optional hook
         """Start an episode on a network with these intersections."""

@@ -7,9 +7,7 @@ with :class:`CheckpointError`, one line naming the file.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 
 from agents.errors import CheckpointError
+from networks.files import atomic_write
 
 FORMAT = "greenphase.checkpoint"
 VERSION = 1
@@ -24,17 +23,8 @@ VERSION = 1
 
 def save(path: Path, payload: dict[str, Any]) -> Path:
     """Write a checkpoint atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -3,12 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Controller, ProgramController
+from simulator.programs import ActuatedParams, WebsterParams
 from simulator.sensors import Readings
 from simulator.view import SignalView
+
+__all__ = [
+    "SOTL", "ActuatedParams", "MaxPressureParams", "SOTLParams", "WebsterParams", "Actuated",
+    "FixedTime", "MaxPressure", "RandomPhase", "Webster",
+]
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class MaxPressureParams(BaseModel):
+    """Settings of :class:`MaxPressure`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_hold: float = Field(default=0.0, ge=0)
+    """Seconds a green is kept before max-pressure may switch it. The intersection's own
+    minimum green applies as well, so the default 0 holds a green for that minimum (5 s by
+    default)."""
+
+
+class SOTLParams(BaseModel):
+    """Settings of :class:`SOTL`.
+
+    The defaults were chosen by measurement on cologne1 and cologne8 (seeds 0-1, theta in
+    {60, 200, 600}, phi_min in {5, 10, 20}).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    theta: float = Field(default=60.0, gt=0)
+    """Vehicle-seconds at red that ask for a switch."""
+    mu: int = Field(default=3, ge=0)
+    """Largest platoon on green that is let through first."""
+    phi_min: float = Field(default=10.0, ge=0)
+    """Shortest green SOTL grants, in seconds."""
+
+
+def settings(model: type[P], params: P | None, values: dict[str, Any]) -> P:
+    """``params``, or the model built from keyword values (pydantic's ValidationError if bad)."""
+    if params is not None and values:
+        raise TypeError("give either params or keyword values, not both")
+    return params if params is not None else model(**values)
 
 
 class FixedTime(ProgramController):
@@ -31,6 +76,11 @@ class Webster(ProgramController):
 
     name = "webster"
     program = "webster"
+    Params: ClassVar[type[WebsterParams]] = WebsterParams
+
+    def __init__(self, params: WebsterParams | None = None, **values: Any) -> None:
+        self.params = settings(WebsterParams, params, values)
+        self.program_params = self.params
 
 
 class Actuated(ProgramController):
@@ -44,6 +94,11 @@ class Actuated(ProgramController):
 
     name = "actuated"
     program = "actuated"
+    Params: ClassVar[type[ActuatedParams]] = ActuatedParams
+
+    def __init__(self, params: ActuatedParams | None = None, **values: Any) -> None:
+        self.params = settings(ActuatedParams, params, values)
+        self.program_params = self.params
 
 
 class MaxPressure(Controller):
@@ -58,9 +113,11 @@ class MaxPressure(Controller):
 
     name = "max-pressure"
     needs_exits = True
+    Params: ClassVar[type[MaxPressureParams]] = MaxPressureParams
 
-    def __init__(self, min_hold: float = 0.0) -> None:
-        self.min_hold = min_hold
+    def __init__(self, params: MaxPressureParams | None = None, **values: Any) -> None:
+        self.params = settings(MaxPressureParams, params, values)
+        self.min_hold = self.params.min_hold
         self._incidence = np.zeros((0, 0))
         self._offsets = np.zeros(1, dtype=np.int64)
 
@@ -102,21 +159,17 @@ class SOTL(Controller):
     with the most vehicles on its lanes, not blindly to the next in the
     cycle, which skips empty left-turn phases.
 
-    The defaults were chosen by measurement on cologne1 and cologne8 (seeds
-    0-1, theta in {60, 200, 600}, phi_min in {5, 10, 20}).
-
-    Args:
-        theta: vehicle-seconds at red that ask for a switch.
-        mu: largest platoon on green that is let through first.
-        phi_min: shortest green SOTL grants, in seconds.
+    Its settings are :class:`SOTLParams`, given as ``params`` or as keyword values.
     """
 
     name = "sotl"
+    Params: ClassVar[type[SOTLParams]] = SOTLParams
 
-    def __init__(self, theta: float = 60.0, mu: int = 3, phi_min: float = 10.0) -> None:
-        self.theta = theta
-        self.mu = mu
-        self.phi_min = phi_min
+    def __init__(self, params: SOTLParams | None = None, **values: Any) -> None:
+        self.params = settings(SOTLParams, params, values)
+        self.theta = self.params.theta
+        self.mu = self.params.mu
+        self.phi_min = self.params.phi_min
         self._kappa = np.zeros(0)
         self._green = np.zeros(0, dtype=np.int64)
 

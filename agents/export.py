@@ -40,7 +40,6 @@ import copy
 import io
 import json
 import logging
-import os
 import tempfile
 import warnings
 import zipfile
@@ -55,7 +54,8 @@ from agents.checkpoint import load as load_checkpoint
 from agents.errors import CheckpointError, TrainedPolicyError
 from agents.models import MASKED, SignalNetwork
 from agents.names import FORMATS, QUANTIZATIONS
-from agents.policy import load_policy
+from agents.policy import load_policy, policy_options
+from networks.files import write_bytes
 
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 EDGE_FORMAT = "greenphase.edge"
@@ -207,7 +207,7 @@ def metadata(policy: dict[str, Any], run: Path, fmt: str, quantize: str | None) 
         "num_phases": list(policy["num_phases"]),
         "observation": policy.get("observation", "queue"),
         "missing_flags": bool(policy.get("missing_flags", False)),
-        "decision_interval": float(policy.get("decision_interval", 5.0)),
+        "decision_interval": policy_options(policy).decision_interval,
         "kind": policy.get("kind", "q"), "hidden": list(policy.get("hidden", [])),
         "shared": bool(policy.get("shared", True)),
         "obs_norm": norm,
@@ -256,7 +256,7 @@ def export_policy(run: Path, fmt: str, *, quantize: str | None = None,
     else:
         data = onnx_bytes(module, meta, quantize, example)
     try:
-        _write_atomic(path, data)
+        write_bytes(path, data)
     except OSError as err:
         raise ExportError(f"cannot write {path}: {err.strerror or err}") from None
     return path
@@ -351,17 +351,3 @@ def _strip_onnx(model: Any) -> None:
         node.doc_string = ""
     del model.graph.value_info[:]
     model.doc_string = ""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-

@@ -22,6 +22,7 @@ from agents.errors import TrainedPolicyError
 from agents.models import SignalNetwork
 from simulator.cleaning import MissingFlags
 from simulator.observations import OBSERVATIONS, ObservationFunction
+from simulator.options import SimulationOptions
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
@@ -57,6 +58,18 @@ def load_policy(run: Path) -> tuple[SignalNetwork, dict[str, Any]]:
     except RuntimeError as err:
         raise TrainedPolicyError(f"{run}: policy weights do not fit its network ({err})") from None
     return net.eval(), policy
+
+
+def policy_options(policy: dict[str, Any]) -> SimulationOptions:
+    """The simulation options a checkpoint's ``policy`` metadata was trained with.
+
+    The metadata holds the decision interval (a policy acts once per interval); the other
+    settings, and the interval of a policy that lacks it, are the defaults.
+    """
+    stored = policy.get("decision_interval")
+    if stored is None:
+        return SimulationOptions()
+    return SimulationOptions(decision_interval=float(stored))
 
 
 def observation_of(policy: dict[str, Any], run: Path | str = "") -> ObservationFunction:

@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agents.errors import ConfigError
+from simulator.options import CheckedModel
 
 
-class Settings(BaseModel):
+class Settings(CheckedModel):
     """Base of the learners' settings: frozen, strict, unknown keys refused."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
@@ -28,16 +29,6 @@ class Settings(BaseModel):
     """The key path of these settings in a training spec (``optim``, ``dqn``, ...)."""
     error: ClassVar[type[ValueError]] = ConfigError
     """What a model built directly raises, with :meth:`error_message`'s line."""
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            raise self.error(self.error_message(err)) from None
-
-    # pydantic validates a nested model without calling this __init__, so that the
-    # outermost model reports the error with its full key path
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
     def error_message(cls, err: ValidationError) -> str:

@@ -35,10 +35,9 @@ from rich.table import Table
 import networks
 from agents.export import EdgePolicy, default_path, export_policy, normalisation
 from agents.exported import load_exported
-from agents.policy import load_policy
+from agents.policy import load_policy, policy_options
 from experiments.compare import compare
 from networks import Scenario
-from simulator.options import SimulationOptions
 
 WARMUP = 200
 """Untimed decisions before the timed ones (allocator, caches, lazy initialisation)."""
@@ -151,8 +150,8 @@ def bench_edge(
         if t >= end:
             say(f"{controller} seed {seed}: episode done")
 
-    options = SimulationOptions(decision_interval=float(policy.get("decision_interval", 5.0)))
-    comparison = compare(scenario, controllers, list(range(seeds)), options, on_step=on_step)
+    comparison = compare(scenario, controllers, list(range(seeds)), policy_options(policy),
+                         on_step=on_step)
     summary = comparison.summary.set_index("controller")
     for row, controller in zip(rows, controllers, strict=True):
         row["mean_delay_s"] = float(summary.loc[controller, "mean_delay_s"])

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from experiments.results import plain
-from experiments.units import LEARNED, SET_BY_THE_RUN, build_train_spec, training_table
+from experiments.units import LEARNED, build_train_spec, training_table
 from experiments.validation import (
+    SET_BY_THE_RUN,
     Bool,
     Float,
     Int,
@@ -30,9 +31,8 @@ from experiments.validation import (
     unknown_keys,
 )
 from networks import DEFAULT_NETWORK, Scenario
-
-if TYPE_CHECKING:
-    from simulator.options import SimulationOptions
+from networks.demand import Demand as TrafficDemand
+from simulator.options import SimulationOptions, check_cleaning, check_faults
 
 REFERENCE = "fixed"
 """The controller every other is measured against; added to every spec that lacks it."""
@@ -40,23 +40,25 @@ DEFAULT_CONTROLLERS = ("fixed", "webster", "actuated", "max-pressure", "sotl", "
 """Controllers of a spec that names none (those of ``greenphase compare``)."""
 TRAINING_EVAL_SEED_FLOOR = 10_000
 """Training evaluates on SUMO seed 10000 and trains from 100000: held-out seeds stay below."""
+_DEFAULT = SimulationOptions()
+"""Where the simulation settings of a spec take their defaults."""
 
 
 class Demand(SpecModel):
     """The traffic demand, on top of the network's route files."""
 
-    scale: Float = Field(default=1.0, gt=0)
+    scale: Float = Field(default=_DEFAULT.demand_scale, gt=0)
     """Multiplier of the demand (SUMO's ``--scale``): 1.2 inserts 20% more vehicles; > 0."""
 
 
 class Signals(SpecModel):
     """How the intersections switch: every change passes through yellow (and all-red)."""
 
-    decision_interval: Float = Field(default=5.0, gt=0)
+    decision_interval: Float = Field(default=_DEFAULT.decision_interval, gt=0)
     """Seconds between a controller's decisions; > 0."""
-    min_green: Float = Field(default=5.0, gt=0)
+    min_green: Float = Field(default=_DEFAULT.min_green, gt=0)
     """Shortest green in seconds; > 0."""
-    max_green: Float = Field(default=50.0, gt=0)
+    max_green: Float = Field(default=_DEFAULT.max_green, gt=0)
     """Longest green in seconds before the next green is forced; >= ``min_green``."""
 
     @field_validator("max_green")
@@ -71,37 +73,24 @@ class Signals(SpecModel):
 class Sensors(SpecModel):
     """The roadside detectors the controllers read, and how their readings fail."""
 
-    detector_length: Float | None = Field(default=None, gt=0)
+    detector_length: Float | None = Field(default=_DEFAULT.detector_length, gt=0)
     """Cap on a lane-area detector's length in metres; omitted: each covers its whole lane."""
-    first_wait: Bool = False
+    first_wait: Bool = _DEFAULT.first_wait
     """Whether detectors report the waiting time of the first vehicle in the queue."""
-    faults: Str = ""
+    faults: Str = _DEFAULT.faults
     """Sensor faults the controllers see, ``KIND=VALUE,...`` as ``--faults`` takes them
     (:class:`simulator.faults.FaultConfig`, e.g. ``dropout=0.2,noise=0.1``); empty: exact."""
-    cleaning: Str = "none"
+    cleaning: Str = _DEFAULT.cleaning
     """Cleaning of the readings before the controllers: ``none``, ``last`` or ``zero-flag``."""
 
-    @field_validator("faults")
-    @classmethod
-    def _faults(cls, value: str) -> str:
-        from simulator.faults import FaultConfig
-
-        FaultConfig.parse(value)
-        return value
-
-    @field_validator("cleaning")
-    @classmethod
-    def _cleaning(cls, value: str) -> str:
-        from simulator.cleaning import CLEANINGS
-
-        if value not in CLEANINGS:
-            raise ValueError(f"unknown {value!r}; choose from {', '.join(CLEANINGS)}")
-        return value
+    _faults = field_validator("faults")(check_faults)
+    _cleaning = field_validator("cleaning")(check_cleaning)
 
     @property
     def detectors_changed(self) -> bool:
         """Whether the detectors differ from the default ones (length or first wait)."""
-        return self.detector_length is not None or self.first_wait
+        return (self.detector_length != _DEFAULT.detector_length
+                or self.first_wait != _DEFAULT.first_wait)
 
 
 class Experiment(SpecModel):
@@ -239,14 +228,12 @@ class Experiment(SpecModel):
     @property
     def options(self) -> SimulationOptions:
         """How the experiment is simulated: [signals], [sensors] and [demand]."""
-        from simulator.options import SimulationOptions
-
         signals, sensors = self.signals, self.sensors
         return SimulationOptions(
             decision_interval=signals.decision_interval, min_green=signals.min_green,
             max_green=signals.max_green, detector_length=sensors.detector_length,
             first_wait=sensors.first_wait, faults=sensors.faults, cleaning=sensors.cleaning,
-            demand_scale=self.demand.scale,
+            demand=TrafficDemand(scale=self.demand.scale),
         )
 
     def scenario(self) -> Scenario:

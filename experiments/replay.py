@@ -209,7 +209,7 @@ def replay(
         for _, path in shots:
             results.ensure_writable(path.parent.resolve())
         # one decision step past the last picture, which the GUI renders in the next step
-        step_s = target.decision_interval
+        step_s = target.options.decision_interval
         last = scenario.begin + math.ceil(times[-1] / step_s) * step_s
         scenario = dataclasses.replace(scenario, end=math.ceil(last + step_s))
         delay_ms = 0
@@ -229,11 +229,8 @@ def replay(
 
         with screen, _gui_environment():
             try:
-                options = SimulationOptions(
-                    decision_interval=target.decision_interval,
-                    min_green=target.min_green, max_green=target.max_green,
-                    sumo_args=tuple(gui_args(settings, delay_ms=delay_ms)),
-                )
+                options = SimulationOptions.of(
+                    target.options, sumo_args=tuple(gui_args(settings, delay_ms=delay_ms)))
                 result = run_episode(scenario, target.controller, target.seed, options,
                                      on_step=step, observer=camera, backend="traci", gui=True)
             except traci.exceptions.FatalTraCIError:

@@ -19,11 +19,12 @@ import dataclasses
 import json
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 import networks
 from agents import make_controller
@@ -33,6 +34,10 @@ from experiments.layout import ReportError, load_runs, old_layout
 from experiments.units import LEARNED
 from networks import NetworkError, Scenario
 from simulator.metrics import KPI_NAMES
+from simulator.options import SimulationOptions, validation_message
+
+TIMING = ("decision_interval", "min_green", "max_green")
+"""The simulation settings a replay takes from its run: the signal timing."""
 
 
 class ReplayError(ValueError):
@@ -49,12 +54,8 @@ class Replay:
     """Controller name (``fixed``, ``max-pressure``, ``trained:RUN``, ...)."""
     seed: int = 0
     """SUMO seed."""
-    decision_interval: float = 5.0
-    """Seconds between decisions."""
-    min_green: float = 5.0
-    """Shortest green in seconds."""
-    max_green: float = 50.0
-    """Longest green in seconds."""
+    options: SimulationOptions = field(default_factory=SimulationOptions)
+    """The run's signal timing (decision interval, green limits); the rest the defaults."""
     run: Path | None = None
     """The run directory it comes from, if any."""
     measured: dict[str, float] | None = None
@@ -92,6 +93,14 @@ def _scenario_of(spec: dict[str, Any], where: Path) -> Scenario:
     if not net_file:
         raise ReplayError(f"{where}: network {name!r} is not registered and the spec has no net")
     return networks.from_files(net_file, spec.get("route_files") or [], begin, end)
+
+
+def _timing(settings: dict[str, float], where: Path) -> SimulationOptions:
+    """The signal timing a run's spec gives (the defaults for what it leaves out)."""
+    try:
+        return SimulationOptions.model_validate(settings)
+    except ValidationError as err:
+        raise ReplayError(validation_message(err, str(where))) from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -136,7 +145,7 @@ def _choose(compared: Sequence[str], controller: str | None, run: Path) -> str:
 
 
 def _from_store(run: Path, controller: str | None, seed: int, scenario: Scenario | None
-                ) -> tuple[Scenario, str, dict[str, float], dict[str, float] | None]:
+                ) -> tuple[Scenario, str, SimulationOptions, dict[str, float] | None]:
     """A results folder's run: its scenario, controller, signal timing and measured KPIs."""
     try:
         rows = load_runs(run)
@@ -158,8 +167,7 @@ def _from_store(run: Path, controller: str | None, seed: int, scenario: Scenario
     resolved = json.loads(row["spec"])
     exp = Experiment(**{k: v for k, v in resolved.items() if k in Experiment.model_fields
                         and k not in ("controllers", "seeds", "training")}, controllers=("fixed",))
-    timing = {"decision_interval": exp.signals.decision_interval,
-              "min_green": exp.signals.min_green, "max_green": exp.signals.max_green}
+    timing = SimulationOptions(**{k: getattr(exp.options, k) for k in TIMING})
     measured = None if same_seed.empty else {k: float(row[k]) for k in KPI_NAMES}
     if controller in LEARNED:
         controller = f"trained:{run / 'training' / row['hash']}"
@@ -198,7 +206,7 @@ def plan(
     """
     if seed < 0:
         raise ReplayError(f"--seed must be >= 0, got {seed}")
-    timing: dict[str, float] = {}
+    timing = SimulationOptions()
     measured = None
     if run is None:
         if scenario is None or controller is None:
@@ -206,10 +214,11 @@ def plan(
                               "--controller")
         chosen = scenario
         if controller.startswith("trained:"):
+            from agents.policy import policy_options
             from agents.trained import load_policy
 
             _, policy = load_policy(Path(controller.removeprefix("trained:")))
-            timing["decision_interval"] = float(policy.get("decision_interval", 5.0))
+            timing = policy_options(policy)
     else:
         if not run.exists():
             raise ReplayError(f"run not found: {run}")
@@ -218,14 +227,15 @@ def plan(
             if spec:
                 own = _scenario_of(spec, run)
                 settings = {**spec, **spec.get("simulation", {})}  # older runs: top level
-                timing = {k: float(settings[k]) for k in ("decision_interval", "min_green",
-                                                          "max_green") if k in settings}
+                timing = _timing({k: float(settings[k]) for k in TIMING if k in settings},
+                                 run / "spec.toml")
             else:
+                from agents.policy import policy_options
                 from agents.trained import load_policy
 
                 _, policy = load_policy(run)
                 own = _scenario_of({"network": policy.get("network")}, run)
-                timing["decision_interval"] = float(policy.get("decision_interval", 5.0))
+                timing = policy_options(policy)
             controller = controller or f"trained:{run}"
         elif (run / store.STORE).is_dir():
             own, controller, timing, measured = _from_store(run, controller, seed, scenario)
@@ -234,7 +244,8 @@ def plan(
             controller = _choose([str(c) for c in spec.get("controllers", [])], controller, run)
             simulation = spec.get("simulation", {})
             if "decision_interval" in simulation:
-                timing["decision_interval"] = float(simulation["decision_interval"])
+                timing = _timing({"decision_interval": float(simulation["decision_interval"])},
+                                 run / "spec.toml")
             measured = _measured(run, controller, seed)
         else:
             raise ReplayError(old_layout(run) or f"{run} holds no controller to replay: "
@@ -257,6 +268,6 @@ def plan(
             raise ReplayError(str(err)) from None
         measured = None
     make_controller(controller)  # an unknown name or unreadable policy fails before the GUI
-    return Replay(chosen, controller, seed, run=run, measured=measured, **timing)
+    return Replay(chosen, controller, seed, timing, run=run, measured=measured)
 
 

@@ -57,12 +57,16 @@ def run_episode(
     decision step (it may read SUMO, e.g. take GUI screenshots, but not change it);
     ``backend`` and ``gui`` choose how SUMO runs (the GUI needs TraCI).
     """
-    ctrl = make_controller(controller) if isinstance(controller, str) else controller
+    if isinstance(controller, str):
+        ctrl = make_controller(controller, network=scenario.name)
+    else:
+        ctrl = controller
     started = time.perf_counter()
     sim = TrafficSimulation(
         scenario,
         options,
         program=ctrl.program,  # type: ignore[arg-type]
+        program_params=ctrl.program_params,
         exit_detectors=ctrl.needs_exits,
         backend=backend,
         gui=gui,

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.results import plain
+from experiments.validation import SET_BY_THE_RUN
 from networks import DEFAULT_NETWORK
+from networks.files import file_digest
 
 if TYPE_CHECKING:
     from experiments.experiment import Experiment
@@ -27,17 +29,6 @@ if TYPE_CHECKING:
 
 LEARNED = ("dqn", "ppo")
 """Controllers a run unit trains (with the ``[training]`` settings) before evaluating them."""
-SET_BY_THE_RUN = {
-    "algo": "the controller name says it (dqn or ppo)",
-    "seed": "each seed of `seeds` is a learner seed",
-    "decision_interval": "set it in [signals]",
-    "min_green": "set it in [signals]",
-    "max_green": "set it in [signals]",
-    "faults": "set it in [sensors]",
-    "cleaning": "set it in [sensors]",
-    "simulation": "set it in [signals] and [sensors]",
-}
-"""Training settings a run unit sets itself, and where a spec sets them instead."""
 
 
 def training_table(spec: TrainSpec) -> dict[str, Any]:
@@ -124,8 +115,8 @@ class RunUnit:
         for key in ("name", "trips", "point"):
             data.pop(key, None)
         if self.experiment.net is not None:
-            data["net"] = _file_digest(data["net"])
-            data["routes"] = [_file_digest(r) for r in data["routes"]]
+            data["net"] = file_digest(data["net"])
+            data["routes"] = [file_digest(r) for r in data["routes"]]
         return data
 
     @cached_property
@@ -180,16 +171,3 @@ def _label(entries: Sequence[tuple[str, Any]]) -> str:
             pairs.append((path.rsplit(".", 1)[-1], value))
     return ", ".join(f"{k}={_fmt(v)}" for k, v in pairs)
 
-
-@functools.lru_cache(maxsize=256)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def _file_digest(path: str) -> str:
-    stat = Path(path).stat()
-    return _digest(path, stat.st_mtime_ns, stat.st_size)

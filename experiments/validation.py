@@ -12,17 +12,30 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
-from experiments.units import SET_BY_THE_RUN
+from simulator.options import CheckedModel
 
 # TOML's types as they are: a string is no number and true no integer
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
+
+SET_BY_THE_RUN = {
+    "algo": "the controller name says it (dqn or ppo)",
+    "seed": "each seed of `seeds` is a learner seed",
+    "decision_interval": "set it in [signals]",
+    "min_green": "set it in [signals]",
+    "max_green": "set it in [signals]",
+    "faults": "set it in [sensors]",
+    "cleaning": "set it in [sensors]",
+    "simulation": "set it in [signals] and [sensors]",
+}
+"""Training settings a spec's ``[training]`` may not give, since each run unit sets them
+itself (:meth:`experiments.units.RunUnit.train_spec`), and where a spec sets them instead."""
 
 
 class SpecError(ValueError):
@@ -115,20 +128,17 @@ def error_message(err: ValidationError, model: Any) -> str:
     return f"{key}: {text}" if key else text
 
 
-class SpecModel(BaseModel):
+class SpecModel(CheckedModel):
     """Frozen, unknown keys refused; built in Python, its errors are one SpecError line."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            raise SpecError(error_message(err, type(self))) from None
+    error: ClassVar[type[ValueError]] = SpecError
 
-    # nested in another model, pydantic validates without this __init__, so that the
-    # outermost model names the whole key path
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+    @classmethod
+    def error_message(cls, err: ValidationError) -> str:
+        """One line for a validation error of this model (the module's :func:`error_message`)."""
+        return error_message(err, cls)
 
 
 def twice(values: Sequence[Any]) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from agents import checkpoint
-from agents.optim import OptimConfig
-from agents.trained import load_policy
 from experiments import gates as gate_checks
 from experiments import results
 from experiments.compare import Comparison, validate_controllers
@@ -36,10 +33,12 @@ from experiments.robustness import robustness as run_robustness_sweep
 from experiments.spec import Sweep, load
 from experiments.sweep import OnResult, OnStart, SweepResult
 from experiments.sweep import sweep as run_sweep
-from experiments.train import TrainSpec
 from networks import Scenario
 from simulator.faults import FaultConfig
 from simulator.options import SimulationOptions
+
+if TYPE_CHECKING:  # the training modules bring torch, which the commands load when they run
+    from experiments.train import TrainSpec
 
 
 # ------------------------------------------------------------------ compare, evaluate
@@ -57,6 +56,8 @@ class ComparePlan:
     folder: Path
     reference_added: bool
     """Whether fixed timing was not asked for and is run as the reference anyway."""
+    kind: str = "compare"
+    """The command, as the results folder's manifest names it: ``compare`` or ``evaluate``."""
 
     @property
     def runs(self) -> int:
@@ -71,7 +72,8 @@ class ComparePlan:
 
 
 def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out: Path | None,
-                 *, decision_interval: float, faults: str, cleaning: str) -> ComparePlan:
+                 *, decision_interval: float, faults: str, cleaning: str,
+                 kind: str = "compare") -> ComparePlan:
     """Check a comparison: sensor options, controller names, results folder.
 
     Raises:
@@ -84,7 +86,7 @@ def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out
     folder = out or default_folder("compare", scenario.name)
     results.ensure_writable(folder)
     return ComparePlan(scenario, names, list(range(seeds)), decision_interval, fault_config,
-                       cleaning, folder, reference_added=names[0] not in controllers)
+                       cleaning, folder, reference_added=names[0] not in controllers, kind=kind)
 
 
 def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str], seeds: int,
@@ -93,11 +95,14 @@ def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str],
 
     The runs use the decision interval the policy was trained with.
     """
+    from agents.policy import policy_options
+    from agents.trained import load_policy
+
     _, policy = load_policy(run)
     scenario = where.scenario(default=policy.get("network"))
     return plan_compare(scenario, ["fixed", f"trained:{run}", *others], seeds, out,
-                        decision_interval=policy.get("decision_interval", 5.0), faults=faults,
-                        cleaning=cleaning)
+                        decision_interval=policy_options(policy).decision_interval,
+                        faults=faults, cleaning=cleaning, kind="evaluate")
 
 
 def run_comparison(
@@ -105,7 +110,7 @@ def run_comparison(
 ) -> Comparison:
     """Run the plan and write its results folder."""
     return run_compare(plan.scenario, plan.controllers, plan.seeds, plan.options,
-                       folder=plan.folder, on_step=on_step)
+                       folder=plan.folder, kind=plan.kind, on_step=on_step)
 
 
 # ------------------------------------------------------------------ robustness
@@ -121,8 +126,8 @@ class RobustnessPlan:
     base: FaultConfig
     """Faults on at every rate besides dropout."""
     cleaning: str
-    decision_interval: float
-    """The policy's own decision interval."""
+    options: SimulationOptions
+    """How the runs are simulated: with the policy's own decision interval."""
     folder: Path
 
     @property
@@ -141,12 +146,15 @@ def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float]
     base, cleaning = sensor_options(faults, cleaning)
     if base.dropout:
         raise BadInput("--faults: leave dropout out, --rates sweeps it")
+    from agents.policy import policy_options
+    from agents.trained import load_policy
+
     _, policy = load_policy(run)
     scenario = where.scenario(default=policy.get("network"))
     folder = out or default_folder("robustness", scenario.name)
     results.ensure_writable(folder)
     return RobustnessPlan(scenario, f"trained:{run}", list(rates), list(range(seeds)), base,
-                          cleaning, policy.get("decision_interval", 5.0), folder)
+                          cleaning, policy_options(policy), folder)
 
 
 def run_robustness(
@@ -155,14 +163,16 @@ def run_robustness(
     """Run the plan and write its results folder."""
     return run_robustness_sweep(
         plan.scenario, plan.trained, plan.rates, plan.seeds, base=plan.base,
-        cleaning=plan.cleaning, on_run=on_run,
-        options=SimulationOptions(decision_interval=plan.decision_interval), folder=plan.folder,
+        cleaning=plan.cleaning, on_run=on_run, options=plan.options, folder=plan.folder,
     )
 
 
 # ------------------------------------------------------------------ train
 def resumed_spec(run: Path) -> TrainSpec:
     """The training spec stored in a run's last checkpoint."""
+    from agents import checkpoint
+    from experiments.train import TrainSpec
+
     stored = checkpoint.load(run / "checkpoints" / "last.pt")
     return TrainSpec.from_dict(stored["spec"])
 
@@ -180,6 +190,9 @@ def training_spec(
         BadInput: A bad sensor, ``--hidden`` or federated option.
         ConfigError: An optimiser or training setting out of range.
     """
+    from agents.optim import OptimConfig
+    from experiments.train import TrainSpec
+
     fault_config, cleaning = sensor_options(faults, cleaning)
     optim = OptimConfig(
         optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,

@@ -1,11 +1,14 @@
 """Road networks: the registry of named scenarios, generators, and net-file reading."""
 
+from networks.demand import Demand, DemandError, resample
 from networks.errors import NetworkError
 from networks.netinfo import Lane, Link, NetInfo, Phase, Program, read_net
-from networks.registry import DEFAULT_NETWORK, Scenario, demand, describe, from_files, get, names
+from networks.registry import DEFAULT_NETWORK, Scenario, describe, from_files, get, names
 
 __all__ = [
     "DEFAULT_NETWORK",
+    "Demand",
+    "DemandError",
     "Lane",
     "Link",
     "NetInfo",
@@ -13,10 +16,10 @@ __all__ = [
     "Phase",
     "Program",
     "Scenario",
-    "demand",
     "describe",
     "from_files",
     "get",
     "names",
     "read_net",
+    "resample",
 ]

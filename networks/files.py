@@ -6,9 +6,11 @@ can use it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -40,3 +42,18 @@ def write_text(path: Path, text: str) -> Path:
 def write_bytes(path: Path, data: bytes) -> Path:
     """Write a binary file atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex; read once per process while it is unchanged."""
+    stat = Path(path).stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()

@@ -13,13 +13,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from networks.demand import vehicles_due
 from networks.errors import NetworkError
 from networks.generators import grid
 from networks.netinfo import read_net
 from networks.scenario import Scenario
 
-__all__ = ["DEFAULT_NETWORK", "Scenario", "demand", "describe", "from_files", "get", "names",
-           "route_edges"]
+__all__ = ["DEFAULT_NETWORK", "Scenario", "describe", "from_files", "get", "names", "route_edges"]
 
 
 def _sumo_rl_nets() -> Path:
@@ -129,39 +129,6 @@ def from_files(
     return Scenario(name, net_path, routes, begin, end, f"user network {net_path.name}")
 
 
-def _flow_vehicles(elem: ET.Element, begin: float, end: float) -> float:
-    """Vehicles a ``<flow>`` is expected to insert within [begin, end)."""
-    lo = max(float(elem.get("begin", 0)), begin)
-    hi = min(float(elem.get("end", end)), end)
-    span = max(0.0, hi - lo)
-    if elem.get("number") is not None:
-        total = float(elem.get("end", end)) - float(elem.get("begin", 0))
-        return float(elem.get("number", 0)) * (span / total if total > 0 else 1.0)
-    if elem.get("period") is not None:
-        period = elem.get("period", "1")
-        rate = float(period.removeprefix("exp(").removesuffix(")"))
-        return span * rate if period.startswith("exp(") else span / rate
-    for key, per in (("vehsPerHour", 3600.0), ("perHour", 3600.0), ("probability", 1.0)):
-        if elem.get(key) is not None:
-            return span * float(elem.get(key, 0)) / per
-    return 0.0
-
-
-def demand(scenario: Scenario) -> int:
-    """Vehicles due to depart within the scenario's horizon (expected count for random flows)."""
-    total = 0.0
-    for path in scenario.route_files:
-        for _, elem in ET.iterparse(path, events=("end",)):
-            if elem.tag in ("vehicle", "trip"):
-                if scenario.begin <= float(elem.get("depart", 0)) < scenario.end:
-                    total += 1
-                elem.clear()
-            elif elem.tag == "flow":
-                total += _flow_vehicles(elem, scenario.begin, scenario.end)
-                elem.clear()
-    return round(total)
-
-
 def describe(scenario: Scenario) -> dict[str, object]:
     """One row of ``networks list``."""
     net = scenario.net
@@ -169,7 +136,7 @@ def describe(scenario: Scenario) -> dict[str, object]:
         "name": scenario.name,
         "signals": len(net.tls_ids),
         "controlled_lanes": len(net.controlled_lanes),
-        "vehicles": demand(scenario),
+        "vehicles": vehicles_due(scenario),
         "begin_s": scenario.begin,
         "end_s": scenario.end,
         "description": scenario.description,

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from simulator.sensors import (
 )
 from simulator.sumo import Backend, start
 from simulator.view import VEHICLE_SPACE_M, SignalView
+
+if TYPE_CHECKING:
+    from simulator.programs import ProgramParams
 
 SignalProgram = Literal["static", "actuated", "webster"]
 PROGRAMS: tuple[str, ...] = ("static", "actuated", "webster")
@@ -64,6 +67,8 @@ class TrafficSimulation:
         program: ``None`` for external control of every signal, or a SUMO
             program to run instead: ``"static"`` (the network's own),
             ``"actuated"`` or ``"webster"``.
+        program_params: settings of the ``actuated`` or ``webster`` program
+            (default: :mod:`simulator.programs`' defaults).
         exit_detectors: whether outgoing lanes get detectors (pressure needs them).
         sensor_model: how readings reach the controller, for a model of one's own
             (default: ``options.sensor_model()``).
@@ -82,6 +87,7 @@ class TrafficSimulation:
         options: SimulationOptions | None = None,
         *,
         program: SignalProgram | None = None,
+        program_params: ProgramParams | None = None,
         exit_detectors: bool = True,
         sensor_model: SensorModel | None = None,
         backend: Backend = "libsumo",
@@ -93,8 +99,8 @@ class TrafficSimulation:
         self.isolate = backend == "libsumo" if isolate is None else bool(isolate)
         # what a child process needs, besides the options, to build the same simulation
         self._settings: dict[str, Any] = dict(
-            program=program, exit_detectors=exit_detectors, sensor_model=sensor_model,
-            backend=backend, gui=gui, isolate=False,
+            program=program, program_params=program_params, exit_detectors=exit_detectors,
+            sensor_model=sensor_model, backend=backend, gui=gui, isolate=False,
         )
         self._child: Any = None  # a ChildSimulation while an isolated episode runs
         if program is not None and program not in PROGRAMS:
@@ -111,10 +117,13 @@ class TrafficSimulation:
         self.tls_ids = net.tls_ids
         if not self.tls_ids:
             raise ProgramError(f"network {self.scenario.name!r} has no traffic lights to control")
+        # a protocol's yellow and all-red apply to the signals greenphase drives; a SUMO
+        # program keeps the clearance it is written with (simulator.protocols says why)
         self.layouts: list[Layout] = [
             layout_of(
                 net.programs[t], net.links[t],
                 min_green=self.options.min_green, max_green=self.options.max_green,
+                yellow=self.options.yellow, all_red=self.options.all_red,
             )
             for t in self.tls_ids
         ]
@@ -172,10 +181,7 @@ class TrafficSimulation:
     def _write_program(self, program: str) -> Path:
         from simulator import programs
 
-        if program == "actuated":
-            plans = programs.actuated_programs(self.scenario.net)
-        else:
-            plans = programs.webster_programs(self.scenario)
+        plans = programs.plans_for(program, self.scenario, self._settings["program_params"])
         path = self._workdir / f"{program}.add.xml"
         programs.write_additional(plans.values(), path)
         return path
@@ -188,12 +194,19 @@ class TrafficSimulation:
             self.program
         ]
 
+    def route_files(self, seed: int) -> tuple[Path, ...]:
+        """The route files of an episode with SUMO seed ``seed``, which is its demand seed.
+
+        The scenario's own, or under ``resample`` the draw of its demand for ``seed``.
+        """
+        return self.options.demand.route_files(self.scenario, seed)
+
     def sumo_command(self, seed: int) -> list[str]:
         """SUMO's command-line arguments for an episode (without the binary)."""
         sc = self.scenario
         return [
             "-n", str(sc.net_file),
-            "-r", ",".join(str(r) for r in sc.route_files),
+            "-r", ",".join(str(r) for r in self.route_files(seed)),
             "-a", ",".join(str(a) for a in self._additional),
             "-b", str(sc.begin),
             "-e", str(sc.end),
@@ -217,6 +230,7 @@ class TrafficSimulation:
         if self.isolate:
             from simulator.isolation import ChildSimulation
 
+            self.route_files(self.seed)  # drawn here, so that the child only reads it
             # the child reports raw readings; this process's sensor model turns them
             # into what the controller sees, so the model's state stays here
             self._child = ChildSimulation(
@@ -380,6 +394,7 @@ class TrafficSimulation:
             from simulator.isolation import ChildSimulation
 
             self.close_sumo()
+            self.route_files(int(seed))  # drawn here, so that the child only reads it
             child = ChildSimulation(self.scenario, self.options, self._settings)
             try:
                 child.send("run", (controller, int(seed)))

@@ -2,9 +2,11 @@
 
 The green phases are read from the network's own program. A change of green
 always passes through yellow (and all-red, where the network's program has
-one); a green is held for at least ``min_green`` seconds, and after
-``max_green`` seconds the next green in the cycle is forced. The object only
-plans signal states; the simulation applies them.
+one, or where a fixed all-red is set); a green is held for at least
+``min_green`` seconds, and after ``max_green`` seconds the next green in the
+cycle is forced. The yellow and all-red are the program's own unless a
+protocol (:mod:`simulator.protocols`) fixes them. The object only plans signal
+states; the simulation applies them.
 """
 
 from __future__ import annotations
@@ -60,9 +62,27 @@ def green_states(program: Program) -> list[str]:
 
 
 def layout_of(
-    program: Program, links: tuple[Link, ...], *, min_green: float, max_green: float
+    program: Program,
+    links: tuple[Link, ...],
+    *,
+    min_green: float,
+    max_green: float,
+    yellow: float | None = None,
+    all_red: float | None = None,
 ) -> Layout:
-    """Build an intersection's layout from its program and controlled links."""
+    """Build an intersection's layout from its program and controlled links.
+
+    Args:
+        program: The network's program of the signal (its greens, and clearance times).
+        links: The signal's controlled links.
+        min_green: Shortest green in seconds.
+        max_green: Longest green in seconds.
+        yellow: Yellow of every change in seconds; ``None``: the program's longest.
+        all_red: All-red after the yellow in seconds (0: none); ``None``: the program's.
+
+    Raises:
+        ProgramError: The program has no green, too short a state, or a bound is out of range.
+    """
     tls = program.tls_id
     greens = green_states(program)
     if not greens:
@@ -88,10 +108,16 @@ def layout_of(
         )
         for state in greens
     )
-    yellow, all_red = _clearance(program)
+    if yellow is not None and not yellow > 0:
+        raise ProgramError(f"yellow ({yellow}) must be > 0")
+    if all_red is not None and not all_red >= 0:
+        raise ProgramError(f"all_red ({all_red}) must be >= 0")
+    own_yellow, own_all_red = _clearance(program)
     return Layout(
         tls, tuple(greens), tuple(incoming), tuple(outgoing), movements,
-        float(min_green), float(max_green), yellow, all_red,
+        float(min_green), float(max_green),
+        own_yellow if yellow is None else float(yellow),
+        own_all_red if all_red is None else float(all_red),
     )
 
 

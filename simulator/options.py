@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from networks.demand import Demand, DemandError
+from simulator import protocols
 from simulator.sensors import SensorModel
 
 
@@ -64,6 +66,10 @@ class SimulationOptions(BaseModel):
     """Shortest green in seconds (a green phase without a ``minDur`` of its own)."""
     max_green: float = Field(default=50.0, gt=0)
     """Longest green in seconds before the next green is forced; at least ``min_green``."""
+    yellow: float | None = Field(default=None, gt=0)
+    """Yellow of every change in seconds; ``None``: the network program's own (its longest)."""
+    all_red: float | None = Field(default=None, ge=0)
+    """All-red after the yellow in seconds; ``None``: the network program's own (0 if none)."""
     time_to_teleport: float = -1
     """SUMO's teleport threshold in seconds; -1 keeps gridlock as delay instead of hiding it."""
     detector_length: float | None = Field(default=None, gt=0)
@@ -75,17 +81,54 @@ class SimulationOptions(BaseModel):
     (:class:`simulator.faults.FaultConfig`, e.g. ``dropout=0.2,noise=0.1``); empty: exact."""
     cleaning: CleaningName = "none"
     """Cleaning of the readings before the controllers: ``none``, ``last`` or ``zero-flag``."""
-    demand_scale: float = Field(default=1.0, gt=0)
-    """Multiplier of the demand (SUMO's ``--scale``): 1.2 inserts 20% more vehicles."""
+    demand: Demand = Demand()
+    """The traffic: the route files as they are (``fixed``, scaled by SUMO's ``--scale``)
+    or drawn anew for every seed (``resample``), and its scale
+    (:class:`networks.demand.Demand`); text such as ``resample,scale=1.2`` is read too."""
     sumo_args: tuple[str, ...] = ()
     """Extra SUMO command-line arguments."""
+    protocol: str = protocols.DEFAULT
+    """The benchmark whose settings these are (:mod:`simulator.protocols`), set by
+    :meth:`for_protocol`; a record, which changes nothing by itself."""
 
-    @field_validator("decision_interval", "min_green", "max_green", "demand_scale")
+    @field_validator("decision_interval", "min_green", "max_green", "yellow", "all_red")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError(f"must be finite, got {value}")
         return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        protocols.get(value)  # a ProtocolError, a ValueError, that pydantic reports
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demand_scale(cls, data: Any) -> Any:
+        """Read ``demand_scale`` (its name of old) as the scale of :attr:`demand`."""
+        if not isinstance(data, Mapping) or "demand_scale" not in data:
+            return data
+        data = dict(data)
+        scale = data.pop("demand_scale")
+        demand = data.get("demand", Demand())
+        if isinstance(demand, str):
+            demand = Demand.parse(demand)
+        if isinstance(demand, Demand):
+            demand = demand.model_dump()
+        data["demand"] = {**demand, "scale": scale} if isinstance(demand, Mapping) else demand
+        return data
+
+    @field_validator("demand", mode="before")
+    @classmethod
+    def _demand_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return Demand.parse(value)
+        except DemandError as err:  # pydantic names the field itself
+            raise ValueError(str(err).removeprefix("demand: ")) from None
 
     @model_validator(mode="after")
     def _greens(self) -> SimulationOptions:
@@ -103,30 +146,64 @@ class SimulationOptions(BaseModel):
         return cls.model_validate({**base.model_dump(), **changes})
 
     @classmethod
+    def for_protocol(
+        cls, name: str, network: str | None = None, options: SimulationOptions | None = None,
+        **changes: Any,
+    ) -> SimulationOptions:
+        """The settings of protocol ``name`` on ``network``, explicit ``changes`` winning.
+
+        Args:
+            name: A protocol of :data:`simulator.protocols.PROTOCOLS`.
+            network: The registered network's name, for a protocol's settings of its own
+                (RESCO's arterial4x4); ``None`` or another name: the protocol's general ones.
+            options: The options whose other settings (demand, faults, ...) are kept
+                (default: the defaults).
+            changes: Settings given explicitly, which win over the protocol's.
+
+        Raises:
+            simulator.protocols.ProtocolError: ``name`` is no protocol (one line listing them).
+            ValidationError: A change is invalid, as :meth:`of` raises it.
+        """
+        return cls.of(options, **{**protocols.get(name).settings(network), **changes})
+
+    @classmethod
     def from_keywords(
-        cls, options: SimulationOptions | None, settings: Mapping[str, Any], where: str
+        cls, options: SimulationOptions | None, settings: Mapping[str, Any], where: str,
+        network: str | None = None,
     ) -> SimulationOptions:
         """:meth:`of` for a function's keyword arguments, with Python's kind of errors.
+
+        A ``protocol`` keyword applies that preset (:meth:`for_protocol`), the other
+        keywords winning over it.
 
         Args:
             options: The options the keywords change (default: the defaults).
             settings: The keyword arguments, each a field of this class.
             where: The function taking them, named in the errors.
+            network: The network's registered name, for a protocol's settings of its own.
 
         Raises:
             TypeError: A keyword that is no field.
             ValueError: A value that is invalid, in one line naming its field.
         """
-        unknown = sorted(set(settings) - set(cls.model_fields))
+        unknown = sorted(set(settings) - {*cls.model_fields, "demand_scale"})
         if unknown:
             raise TypeError(
                 f"{where} got an unexpected keyword argument {unknown[0]!r}; simulation "
                 f"settings: {', '.join(cls.model_fields)}"
             )
         try:
+            if "protocol" in settings:
+                rest = {k: v for k, v in settings.items() if k != "protocol"}
+                return cls.for_protocol(settings["protocol"], network, options, **rest)
             return cls.of(options, **settings)
-        except ValidationError as err:
+        except (ValidationError, protocols.ProtocolError) as err:
             raise ValueError(validation_message(err, where)) from None
+
+    @property
+    def demand_scale(self) -> float:
+        """Multiplier of the demand: :attr:`demand`'s scale."""
+        return self.demand.scale
 
     @property
     def sensors_faulty(self) -> bool:
@@ -142,9 +219,11 @@ class SimulationOptions(BaseModel):
         return sensor_model(self.faults, self.cleaning)
 
     def sumo_arguments(self) -> tuple[str, ...]:
-        """The SUMO arguments these options add: the demand scale, then :attr:`sumo_args`."""
-        scale = ("--scale", repr(self.demand_scale)) if self.demand_scale != 1.0 else ()
-        return (*scale, *self.sumo_args)
+        """The SUMO arguments these options add: the demand's, then :attr:`sumo_args`.
+
+        The demand adds ``--scale`` under ``fixed`` only; a resampled draw is scaled itself.
+        """
+        return (*self.demand.sumo_arguments(), *self.sumo_args)
 
 
 def validation_message(err: Exception, where: str = "") -> str:
@@ -164,3 +243,29 @@ def validation_message(err: Exception, where: str = "") -> str:
     else:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"{where}: {message}" if where else message
+
+
+class CheckedModel(BaseModel):
+    """A pydantic model that, built directly, raises one line instead of a ``ValidationError``.
+
+    A subclass names the error in :attr:`error` and may word the line in
+    :meth:`error_message`. Nested in another model it is validated without its
+    ``__init__``, so that the outermost model reports the error with the whole key path.
+    """
+
+    error: ClassVar[type[ValueError]] = ValueError
+    """What building the model directly raises, with :meth:`error_message`'s line."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise self.error(self.error_message(err)) from None
+
+    # pydantic calls a model's own __init__ for a nested one unless it is marked as the base's
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def error_message(cls, err: ValidationError) -> str:
+        """The one line for a validation error of this model."""
+        return validation_message(err)

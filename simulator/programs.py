@@ -23,7 +23,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from networks.files import write_text
 from networks.netinfo import NetInfo, Phase, Program
@@ -32,9 +35,10 @@ from simulator.movements import link_flows, movement_counts
 from simulator.options import SimulationOptions
 
 __all__ = [
-    "ACTUATED_PROGRAM_ID", "STARTUP_LOST_TIME", "WEBSTER_PROGRAM_ID", "SignalPlan",
-    "actuated_programs", "critical_flow_ratios", "link_flows", "movement_counts",
-    "webster_program", "webster_programs", "write_additional",
+    "ACTUATED_PROGRAM_ID", "STARTUP_LOST_TIME", "WEBSTER_PROGRAM_ID", "ActuatedParams",
+    "ProgramParams", "SignalPlan", "WebsterParams", "actuated_programs", "critical_flow_ratios",
+    "link_flows", "movement_counts", "plans_for", "webster_program", "webster_programs",
+    "write_additional",
 ]
 
 _DEFAULT = SimulationOptions()
@@ -67,6 +71,85 @@ class SignalPlan:
         return sum(p.duration for p in self.program.phases)
 
 
+# --------------------------------------------------------------------------- parameters
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ActuatedParams(_Params):
+    """Settings of SUMO's actuated plans (:func:`actuated_programs`); SUMO's defaults."""
+
+    max_gap: float = Field(default=3.0, gt=0)
+    """SUMO ``max-gap``: the largest time gap between vehicles that extends a green, in s."""
+    detector_gap: float = Field(default=2.0, ge=0)
+    """SUMO ``detector-gap``: how far upstream of the stop line the loops lie, in s of travel."""
+    passing_time: float = Field(default=1.9, ge=0)
+    """SUMO ``passing-time``: the time a vehicle takes to pass a loop, in s."""
+    min_dur: float | None = Field(default=None, gt=0)
+    """Shortest green in s for every green phase; None: the network's own ``minDur``
+    where it has one, else the simulation's default minimum green."""
+    max_dur: float | None = Field(default=None, gt=0)
+    """Longest green in s for every green phase; None: the network's own ``maxDur``
+    where it has one, else the simulation's default maximum green."""
+    show_detectors: bool = False
+    """SUMO ``show-detectors``: show the loops in sumo-gui."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActuatedParams:
+        if self.min_dur is not None and self.max_dur is not None and self.min_dur > self.max_dur:
+            raise ValueError(f"min_dur ({self.min_dur:g}) exceeds max_dur ({self.max_dur:g})")
+        return self
+
+
+class WebsterParams(_Params):
+    """Settings of Webster's fixed timing (:func:`webster_programs`)."""
+
+    saturation_flow: float = Field(default=1800.0, gt=0)
+    """Saturation flow of one lane, in veh/h."""
+    lost_time_per_phase: float | None = Field(default=None, ge=0)
+    """Lost time per green phase in s; None: yellow and all-red plus ``startup_lost_time``."""
+    startup_lost_time: float = Field(default=STARTUP_LOST_TIME, ge=0)
+    """Start-up lost time of a green phase, in s."""
+    min_cycle: float = Field(default=30.0, gt=0)
+    """Shortest cycle, in s."""
+    max_cycle: float = Field(default=120.0, gt=0)
+    """Longest cycle, in s."""
+    min_green: float = Field(default=_DEFAULT.min_green, gt=0)
+    """Shortest green phase, in s."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WebsterParams:
+        if self.min_cycle > self.max_cycle:
+            raise ValueError(f"min_cycle ({self.min_cycle:g}) exceeds max_cycle "
+                             f"({self.max_cycle:g})")
+        return self
+
+
+ProgramParams = ActuatedParams | WebsterParams
+"""The settings of a SUMO program built here."""
+
+
+def plans_for(
+    program: str, scenario: Scenario, params: ProgramParams | None = None
+) -> dict[str, SignalPlan]:
+    """The plans of program ``actuated`` or ``webster`` with ``params`` (default: defaults).
+
+    Raises:
+        ValueError: An unknown program, or settings of another program.
+    """
+    kinds: dict[str, type[ProgramParams]] = {"actuated": ActuatedParams, "webster": WebsterParams}
+    if program not in kinds:
+        raise ValueError(f"no plans to build for program {program!r}")
+    settings = kinds[program]() if params is None else params
+    if not isinstance(settings, kinds[program]):
+        raise ValueError(f"program {program!r} takes {kinds[program].__name__}, "
+                         f"not {type(settings).__name__}")
+    values: dict[str, Any] = settings.model_dump()
+    if isinstance(settings, ActuatedParams):
+        return actuated_programs(scenario.net, **values)
+    return webster_programs(scenario, **values)
+
+
 # --------------------------------------------------------------------------- actuated
 
 
@@ -79,6 +162,8 @@ def actuated_programs(
     detector_gap: float = 2.0,
     passing_time: float = 1.9,
     show_detectors: bool = False,
+    min_dur: float | None = None,
+    max_dur: float | None = None,
 ) -> dict[str, SignalPlan]:
     """SUMO's gap-based actuated control on every signal's own phases.
 
@@ -108,6 +193,8 @@ def actuated_programs(
         detector_gap: SUMO ``detector-gap`` parameter, in seconds (SUMO's default: 2.0).
         passing_time: SUMO ``passing-time`` parameter, in seconds (SUMO's default: 1.9).
         show_detectors: SUMO ``show-detectors`` parameter.
+        min_dur: ``minDur`` of every green phase, in place of the network's own.
+        max_dur: ``maxDur`` of every green phase, in place of the network's own.
 
     Returns:
         Plans of type ``actuated`` and programID :data:`ACTUATED_PROGRAM_ID`, by signal id.
@@ -129,8 +216,8 @@ def actuated_programs(
         phases = []
         for phase in static.phases:
             if phase.is_green:
-                low = phase.min_dur if phase.min_dur is not None else min_green
-                high = phase.max_dur if phase.max_dur is not None else max_green
+                low = _first(min_dur, phase.min_dur, min_green)
+                high = _first(max_dur, phase.max_dur, max_green)
                 high = max(low, high)
                 duration = min(max(phase.duration, low), high)
                 phases.append(Phase(duration, phase.state, low, high))
@@ -139,6 +226,11 @@ def actuated_programs(
         program = Program(tls_id, ACTUATED_PROGRAM_ID, "actuated", static.offset, tuple(phases))
         plans[tls_id] = SignalPlan(program, dict(params))
     return plans
+
+
+def _first(*values: float | None) -> float:
+    """The first value that is not None (the last is never None)."""
+    return next(v for v in values if v is not None)
 
 
 # --------------------------------------------------------------------------- Webster

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from experiments.cli import bench, compare, networks, replay, specs, train
+from experiments.cli import bench, compare, networks, replay, specs, train, tune
 from experiments.cli.common import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -39,6 +39,7 @@ app.command("sweep")(specs.sweep)
 app.command()(specs.report)
 app.command("bench-sweep")(bench.bench_sweep)
 app.command()(train.export)
+app.command()(tune.tune)
 networks_app.command("list")(networks.networks_list)
 networks_app.command("generate")(networks.networks_generate)
 networks_app.command("show")(networks.networks_show)

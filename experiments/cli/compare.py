@@ -37,6 +37,7 @@ from experiments.workflows import (
 )
 from simulator.cleaning import CleaningError
 from simulator.faults import FaultConfigError
+from simulator.options import SimulationOptions
 
 
 def _fmt(mean: float, ci: float) -> str:
@@ -98,7 +99,7 @@ def compare(
     decision_interval: Annotated[
         float, typer.Option("--decision-interval", callback=positive,
                             help="Seconds between decisions (> 0).")
-    ] = 5.0,
+    ] = SimulationOptions().decision_interval,
     faults: FaultsOpt = "",
     cleaning: CleaningOpt = Cleaning["none"],
 ) -> None:

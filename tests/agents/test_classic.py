@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from agents.classic import SOTL, Actuated, FixedTime, MaxPressure, RandomPhase, Webster
+from agents.classic import (
+    SOTL,
+    Actuated,
+    ActuatedParams,
+    FixedTime,
+    MaxPressure,
+    MaxPressureParams,
+    RandomPhase,
+    SOTLParams,
+    Webster,
+    WebsterParams,
+)
 from networks import Scenario
 from simulator.core import TrafficSimulation
 from simulator.intersection import Layout
@@ -224,3 +237,62 @@ def test_program_controllers_run_their_sumo_program(tiny: Scenario, ctrl, progra
             sim.step(None)
     # SUMO's actuated logic is of type 3 (actuated), the others static (0)
     assert logics[expected].type == (3 if program_id == "greenphase-actuated" else 0)
+
+
+# ------------------------------------------------------------------ parameters
+def test_parameters_default_to_the_values_the_figures_were_made_with() -> None:
+    assert MaxPressure().min_hold == 0.0
+    assert (SOTL().theta, SOTL().mu, SOTL().phi_min) == (60.0, 3, 10.0)
+    assert Actuated().params == ActuatedParams(max_gap=3.0, detector_gap=2.0, passing_time=1.9)
+    assert Actuated().program_params == ActuatedParams()
+    assert Webster().program_params == WebsterParams(min_cycle=30.0, max_cycle=120.0)
+    assert MaxPressure().program_params is None
+
+
+def test_parameters_are_given_as_a_model_or_as_keywords() -> None:
+    assert MaxPressure(MaxPressureParams(min_hold=12.0)).min_hold == 12.0
+    assert MaxPressure(min_hold=12.0).params == MaxPressureParams(min_hold=12.0)
+    assert SOTL(SOTLParams(theta=200.0)).theta == 200.0
+    with pytest.raises(TypeError, match="either"):
+        MaxPressure(MaxPressureParams(), min_hold=3.0)
+
+
+@pytest.mark.parametrize(("model", "values", "key"), [
+    (MaxPressureParams, {"min_hold": -1.0}, "min_hold"),
+    (MaxPressureParams, {"hold": 10.0}, "hold"),
+    (SOTLParams, {"theta": 0.0}, "theta"),
+    (SOTLParams, {"mu": 1.5}, "mu"),
+    (ActuatedParams, {"max_gap": 0.0}, "max_gap"),
+    (ActuatedParams, {"min_dur": 30.0, "max_dur": 20.0}, "exceeds"),
+    (WebsterParams, {"min_cycle": 90.0, "max_cycle": 60.0}, "exceeds"),
+    (WebsterParams, {"lost_time_per_phase": -1.0}, "lost_time_per_phase"),
+])
+def test_bad_parameters_are_refused_naming_the_key(model, values: dict, key: str) -> None:
+    with pytest.raises(ValidationError, match=key):
+        model(**values)
+
+
+def test_parameters_are_frozen() -> None:
+    params = MaxPressureParams()
+    with pytest.raises(ValidationError):
+        params.min_hold = 10.0  # type: ignore[misc]
+
+
+def test_program_parameters_reach_sumo_s_plans(tiny: Scenario) -> None:
+    params = ActuatedParams(max_gap=4.5, detector_gap=1.0, min_dur=7.0, max_dur=33.0)
+    with simulation(tiny, program="actuated", program_params=params) as sim:
+        text = sim._additional[-1].read_text()
+    assert '<param key="max-gap" value="4.5"/>' in text
+    assert '<param key="detector-gap" value="1"/>' in text
+    assert 'minDur="7" maxDur="33"' in text
+    with simulation(tiny, program="webster", program_params=WebsterParams(min_cycle=90.0)) as sim:
+        durations = [float(d) for d in re.findall(r'duration="([\d.]+)"',
+                                                  sim._additional[-1].read_text())]
+    assert sum(durations) >= 90.0
+
+
+def test_a_program_refuses_the_parameters_of_another(tiny: Scenario) -> None:
+    from simulator.programs import plans_for
+
+    with pytest.raises(ValueError, match="takes ActuatedParams"):
+        plans_for("actuated", tiny, WebsterParams())

@@ -230,6 +230,15 @@ def test_cli_modules_stay_small() -> None:
         assert len(module.read_text().splitlines()) <= 500, module.name
 
 
+def test_the_command_line_loads_without_torch() -> None:
+    # torch takes about a second to import: `greenphase --help` and the commands that
+    # train nothing should not wait for it
+    code = "import sys, experiments.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
 def test_the_console_script_gives_one_line_too() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from experiments.cli import main; main()", "compare",

@@ -94,7 +94,7 @@ def test_a_training_run_replays_its_policy_on_its_network(trained_run: Path,
     assert target.controller == f"trained:{trained_run}"
     assert target.scenario.net_file.resolve() == tiny.net_file.resolve()
     assert (target.scenario.begin, target.scenario.end) == (0, 300)
-    assert target.seed == 0 and target.decision_interval == 5.0
+    assert target.seed == 0 and target.options.decision_interval == 5.0
 
 
 def test_a_compare_folder_replays_the_chosen_controller(compared: Path) -> None:

@@ -75,7 +75,7 @@ def test_run_prints_the_table_and_resumes(ran: tuple[Path, dict]) -> None:
 def test_replay_picks_a_run_of_a_results_folder(ran: tuple[Path, dict]) -> None:
     folder, _ = ran
     target = replay_plan(folder / "out", controller="max-pressure", seed=1)
-    assert target.controller == "max-pressure" and target.decision_interval == 10.0
+    assert target.controller == "max-pressure" and target.options.decision_interval == 10.0
     assert (target.scenario.name, target.scenario.end) == ("grid-1x1", 300)
     row = store.read(folder / "out").query("controller == 'max-pressure' and seed == 1")
     assert target.measured == {k: float(row.iloc[0][k]) for k in KPI_NAMES}

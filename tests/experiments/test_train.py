@@ -164,9 +164,16 @@ def test_train_evaluate_and_compare_a_trained_run(tiny: Scenario, tmp_path: Path
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [s["controller"] for s in doc["summary"]] == ["fixed", f"trained:{run}"]
+    assert manifest_kind(tmp_path / "eval") == "evaluate"
     result = runner.invoke(app, ["compare", *args, "-c", f"max-pressure,trained:{run}",
                                  "--seeds", "1", "--json", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
+    assert manifest_kind(tmp_path / "cmp") == "compare"
+
+
+def manifest_kind(folder: Path) -> str:
+    """The command a results folder's manifest names."""
+    return json.loads((folder / "manifest.json").read_text())["kind"]
 
 
 def test_corrupt_and_foreign_checkpoints_are_refused(tiny: Scenario, tmp_path: Path) -> None:

@@ -96,6 +96,33 @@ def test_layout_without_all_red_phase_has_zero_all_red() -> None:
     assert (lay.yellow, lay.all_red) == (3, 0)
 
 
+def test_layout_without_fixed_clearance_is_the_programs() -> None:
+    assert layout_of(TWO_PHASES, LINKS, min_green=10, max_green=30, yellow=None,
+                     all_red=None) == layout()
+
+
+def test_fixed_yellow_and_all_red_replace_the_programs() -> None:
+    lay = layout_of(TWO_PHASES, LINKS, min_green=10, max_green=30, yellow=2, all_red=0)
+    assert (lay.yellow, lay.all_red) == (2, 0)
+    assert lay.green_states == layout().green_states
+    only_yellow = layout_of(TWO_PHASES, LINKS, min_green=10, max_green=30, yellow=3)
+    assert (only_yellow.yellow, only_yellow.all_red) == (3, 2)
+
+
+def test_a_fixed_all_red_is_added_to_a_program_without_one() -> None:
+    prog = program((30, "GGrr"), (3, "yyrr"), (30, "rrGG"), (3, "rryy"))
+    inter = Intersection(layout_of(prog, LINKS, min_green=5, max_green=30, all_red=1.5))
+    inter.reset(0.0)
+    assert inter.decide(1, 20.0) == [(20.0, "yyrr"), (23.0, "rrrr"), (24.5, "rrGG")]
+
+
+@pytest.mark.parametrize(("yellow", "all_red", "words"), [(0, None, "yellow"), (-1, 0, "yellow"),
+                                                          (3, -0.5, "all_red")])
+def test_layout_refuses_bad_clearance(yellow: float, all_red: float | None, words: str) -> None:
+    with pytest.raises(ProgramError, match=words):
+        layout_of(TWO_PHASES, LINKS, min_green=10, max_green=30, yellow=yellow, all_red=all_red)
+
+
 def test_layout_refuses_a_program_with_no_green_phase() -> None:
     with pytest.raises(ProgramError, match="no green phase"):
         layout(prog=program((5, "yyyy"), (5, "rrrr")))
@@ -145,6 +172,15 @@ def test_decide_changes_through_yellow_then_all_red_then_green() -> None:
     # the new green is held for min_green from its start, not from the decision
     assert inter.decide(0, 25.9) == []
     assert inter.decide(0, 26.0) == [(26.0, "rryy"), (30.0, "rrrr"), (32.0, "GGrr")]
+
+
+def test_decide_takes_a_fixed_yellow_without_all_red() -> None:
+    inter = Intersection(layout_of(TWO_PHASES, LINKS, min_green=7, max_green=30, yellow=3,
+                                   all_red=0))
+    inter.reset(0.0)
+    assert inter.decide(1, 10.0) == [(10.0, "yyrr"), (13.0, "rrGG")]
+    # RESCO's step: 3 s of yellow, 7 s of green, and the next change at the next decision
+    assert inter.decide(0, 20.0) == [(20.0, "rryy"), (23.0, "GGrr")]
 
 
 def test_decide_without_all_red_goes_straight_from_yellow_to_green() -> None:

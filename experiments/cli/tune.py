@@ -1,0 +1,82 @@
+"""``tune``: search a classic controller's parameters on tuning demand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from experiments.cli.choices import Backend
+from experiments.cli.common import (
+    JsonOpt,
+    ScenarioOptions,
+    note,
+    positive,
+    user_errors,
+    with_scenario,
+)
+from experiments.cli.specs import BackendOpt
+from experiments.executor import SweepError
+from experiments.options import BadInput, default_folder
+from simulator.options import SimulationOptions, validation_message
+
+
+def tune_options(decision_interval: float, demand: str) -> SimulationOptions:
+    """The simulation settings the options give (one line naming the option if bad)."""
+    try:
+        return SimulationOptions.model_validate(
+            {"decision_interval": decision_interval, "demand": demand})
+    except ValidationError as err:
+        raise BadInput(validation_message(err, "--" + str(err.errors()[0]["loc"][0]).replace(
+            "_", "-"))) from None
+
+
+def _trial_note(number: int, value: float | None) -> None:
+    note(f"trial {number}: " + ("failed" if value is None else f"{value:.2f} s mean delay"))
+
+
+@with_scenario
+def tune(
+    controller: Annotated[str, typer.Argument(
+        help="The classic controller: max-pressure, sotl, actuated or webster.")],
+    where: ScenarioOptions,
+    trials: Annotated[int, typer.Option(min=1, help="Trials at most.")] = 20,
+    timeout: Annotated[float | None, typer.Option(
+        callback=positive, help="Seconds after which no new trials start.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Trials run at a time.")] = 2,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", "-s", min=1, help="Tuning seeds per trial (10000..10000+K-1).")] = 2,
+    seed: Annotated[int, typer.Option(help="The sampler's seed.")] = 0,
+    backend: BackendOpt = Backend["local"],
+    decision_interval: Annotated[float, typer.Option(
+        "--decision-interval", callback=positive, help="Seconds between decisions (> 0).")
+    ] = SimulationOptions().decision_interval,
+    demand: Annotated[str, typer.Option(
+        help="The tuning demand: fixed or resample, with scale=X (e.g. resample,scale=1.2).")
+    ] = "fixed",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the results in --out.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tune a classic controller's parameters (Optuna TPE) on tuning seeds; use as tuned:DIR."""
+    from experiments.executor import make_executor
+    from experiments.tune import tune as run_tune
+
+    with user_errors(SweepError):
+        scenario = where.scenario()
+        options = tune_options(decision_interval, demand)
+        folder = out or default_folder("tune", scenario.name, controller)
+        result = run_tune(controller, scenario, folder, trials=trials, timeout=timeout,
+                          workers=workers, seeds=seeds, seed=seed, options=options,
+                          executor=make_executor(backend.value, workers), overwrite=overwrite,
+                          on_trial=_trial_note)
+    if json_out:
+        typer.echo(json.dumps(result.tuned.to_dict()))
+        return
+    search = result.tuned.search
+    typer.echo(f"best of {search['trials']} trials in {result.wall_s:.0f} s: "
+               f"{search['value']:.2f} s mean delay (defaults {search['default_value']:.2f} s) "
+               f"with {result.tuned.parameters}; use it as tuned:{folder}")
