@@ -10,6 +10,7 @@ from agents.errors import (
     TrainedPolicyError,
     UnknownControllerError,
 )
+from agents.named import ControllerParamsError, is_parameterised, parameterised, split_names
 
 CLASSIC: dict[str, type[Controller]] = {
     c.name: c for c in (FixedTime, Webster, Actuated, MaxPressure, SOTL, RandomPhase)
@@ -20,6 +21,8 @@ CLASSIC: dict[str, type[Controller]] = {
 def make_controller(name: str, *, network: str | None = None) -> Controller:
     """Build a controller from its name; ``trained:RUN`` loads a trained run's policy.
 
+    ``NAME[key=value,...]`` is a classic controller with those settings, e.g.
+    ``max-pressure[min_hold=10]`` (:mod:`agents.named`); it keeps the text as its name.
     ``tuned:DIR`` is a classic controller with the parameters ``greenphase tune`` wrote to
     ``DIR/params.toml``; given the run's ``network``, one tuned on another is refused.
     ``module:Class`` builds a :class:`Controller` subclass of your own (no arguments) from
@@ -27,6 +30,8 @@ def make_controller(name: str, *, network: str | None = None) -> Controller:
     """
     if name in CLASSIC:
         return CLASSIC[name]()
+    if is_parameterised(name) and ":" not in name.partition("[")[0]:
+        return parameterised(name, CLASSIC)
     if name.startswith("tuned:"):
         from agents.tuned import tuned_controller
 
@@ -43,8 +48,8 @@ def make_controller(name: str, *, network: str | None = None) -> Controller:
     if attr and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
         return _imported_controller(name, module, attr)
     raise UnknownControllerError(
-        f"unknown controller {name!r}; known: {', '.join(CLASSIC)}, trained:RUN, "
-        "exported:FILE, tuned:DIR, module:Class"
+        f"unknown controller {name!r}; known: {', '.join(CLASSIC)}, NAME[key=value,...], "
+        "trained:RUN, exported:FILE, tuned:DIR, module:Class"
     )
 
 
@@ -64,6 +69,7 @@ __all__ = [
     "CLASSIC",
     "CheckpointError",
     "ConfigError",
+    "ControllerParamsError",
     "TrainedPolicyError",
     "SOTL",
     "Actuated",
@@ -75,4 +81,5 @@ __all__ = [
     "UnknownControllerError",
     "Webster",
     "make_controller",
+    "split_names",
 ]

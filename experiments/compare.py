@@ -46,9 +46,19 @@ class Comparison:
     summary: pd.DataFrame
     """One row per controller: means and 95% CIs over seeds, delay versus fixed in %."""
 
+    options: SimulationOptions = SimulationOptions()
+    """How the runs were simulated (their demand and protocol)."""
+
     def to_json(self) -> dict[str, Any]:
         """The ``compare --json`` document of DESIGN.md."""
-        return document(self.scenario, self.runs, self.summary)
+        return document(self.scenario, self.runs, self.summary, **conditions(self.options))
+
+
+def conditions(options: SimulationOptions) -> dict[str, Any]:
+    """What a results document records of how it ran: the demand and the protocol."""
+    demand = options.demand
+    return {"demand": {"mode": demand.mode, "scale": demand.scale, "bin_s": demand.bin_s},
+            "protocol": options.protocol}
 
 
 def document(scenario: Scenario, runs: pd.DataFrame, summary: pd.DataFrame,
@@ -58,13 +68,16 @@ def document(scenario: Scenario, runs: pd.DataFrame, summary: pd.DataFrame,
             **more, "runs": records(runs), "summary": records(summary)}
 
 
-def validate_controllers(names: Sequence[str]) -> list[str]:
-    """Check every name (raises on an unknown one); put the fixed-time reference first."""
+def validate_controllers(names: Sequence[str], network: str | None = None) -> list[str]:
+    """Check every name (raises on an unknown one); put the fixed-time reference first.
+
+    Given the scenario's ``network``, a ``tuned:DIR`` tuned on another network is refused.
+    """
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if not names:
         raise ValueError("no controller given")
     for name in names:
-        make_controller(name)
+        make_controller(name, network=network)
     if REFERENCE in names:
         names.remove(REFERENCE)
     return [REFERENCE, *names]
@@ -93,9 +106,12 @@ def experiment_of(scenario: Scenario, controllers: Sequence[str], seeds: Sequenc
     return Experiment(
         name=name, **where, begin=scenario.begin, end=scenario.end,
         controllers=tuple(controllers), seeds=tuple(seeds), trips=trips,
-        demand=Demand(scale=options.demand_scale),
+        demand=Demand(mode=options.demand.mode, scale=options.demand.scale,
+                      bin_s=options.demand.bin_s),
         signals=Signals(decision_interval=options.decision_interval,
-                        min_green=options.min_green, max_green=options.max_green),
+                        min_green=options.min_green, max_green=options.max_green,
+                        protocol=options.protocol, yellow=options.yellow,
+                        all_red=options.all_red),
         sensors=Sensors(detector_length=options.detector_length, first_wait=options.first_wait,
                         faults=options.faults, cleaning=options.cleaning),
         training=training,
@@ -161,7 +177,8 @@ def compare(
             failure = result.failures[0]
             raise SweepError(f"{failure['controller']} seed {failure['seed']} failed: "
                              f"{failure['error']}")
-        comparison = Comparison(scenario, runs_of(result.runs), summary_of(result.runs))
+        comparison = Comparison(scenario, runs_of(result.runs), summary_of(result.runs),
+                                plan.base.options)
         log = (f"greenphase {kind}: {len(comparison.runs)} runs in "
                f"{time.perf_counter() - started:.1f} s on {result.workers} {result.backend} "
                "worker(s)\n")

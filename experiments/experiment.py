@@ -32,6 +32,7 @@ from experiments.validation import (
 )
 from networks import DEFAULT_NETWORK, Scenario
 from networks.demand import Demand as TrafficDemand
+from simulator import protocols
 from simulator.options import SimulationOptions, check_cleaning, check_faults
 
 REFERENCE = "fixed"
@@ -45,10 +46,36 @@ _DEFAULT = SimulationOptions()
 
 
 class Demand(SpecModel):
-    """The traffic demand, on top of the network's route files."""
+    """The traffic demand: the network's route files as they are, or drawn anew per seed."""
 
+    mode: Str = _DEFAULT.demand.mode
+    """``fixed``: the route files as they are, every seed the same trips; ``resample``: a
+    new draw of the trips for every seed (:func:`networks.demand.resample`)."""
     scale: Float = Field(default=_DEFAULT.demand_scale, gt=0)
-    """Multiplier of the demand (SUMO's ``--scale``): 1.2 inserts 20% more vehicles; > 0."""
+    """Multiplier of the demand: 1.2 inserts about 20% more vehicles; > 0."""
+    bin_s: Int = Field(default=_DEFAULT.demand.bin_s, ge=1)
+    """Under ``resample``, the seconds of a time bin of the demand profile."""
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ("fixed", "resample"):
+            raise ValueError(f"unknown mode {value!r}; choose fixed or resample")
+        return value
+
+    def traffic(self) -> TrafficDemand:
+        """The demand as the simulation takes it."""
+        return TrafficDemand(mode=self.mode, scale=self.scale, bin_s=self.bin_s)  # type: ignore[arg-type]
+
+
+PROTOCOL_SIGNALS = ("decision_interval", "min_green", "max_green", "yellow", "all_red")
+"""The [signals] keys a protocol preset sets where a spec does not give them."""
+NEW_DEFAULTS: dict[str, dict[str, Any]] = {
+    "demand": {"mode": _DEFAULT.demand.mode, "bin_s": _DEFAULT.demand.bin_s},
+    "signals": {"protocol": protocols.DEFAULT},
+}
+"""Keys that specs gained later, left out of a spec's values (and so of its runs' hashes)
+while they keep their defaults: stores written before them resume."""
 
 
 class Signals(SpecModel):
@@ -60,6 +87,20 @@ class Signals(SpecModel):
     """Shortest green in seconds; > 0."""
     max_green: Float = Field(default=_DEFAULT.max_green, gt=0)
     """Longest green in seconds before the next green is forced; >= ``min_green``."""
+    protocol: Str = protocols.DEFAULT
+    """A benchmark's settings (``greenphase``, ``resco`` or ``sumo-rl``,
+    :mod:`simulator.protocols`): they fill in the keys of this table (and the detector
+    length of [sensors]) that the spec does not give."""
+    yellow: Float | None = Field(default=None, gt=0)
+    """Yellow of every change in seconds; omitted: the network program's own."""
+    all_red: Float | None = Field(default=None, ge=0)
+    """All-red after the yellow in seconds; omitted: the network program's own."""
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        protocols.get(value)  # a ProtocolError, a ValueError
+        return value
 
     @field_validator("max_green")
     @classmethod
@@ -126,6 +167,26 @@ class Experiment(SpecModel):
     """Training settings of the learned controllers (``[training]``: TrainSpec's fields
     except ``algo``, ``seed``, the signal timing and the sensor faults, which come from the
     run, ``[signals]`` and ``[sensors]``); default TrainSpec's."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol(cls, data: Any) -> Any:
+        """Fill in the settings of ``signals.protocol`` that the spec does not give."""
+        signals = data.get("signals") if isinstance(data, Mapping) else None
+        if not isinstance(signals, Mapping) or "protocol" not in signals:
+            return data
+        try:
+            preset = protocols.get(signals["protocol"]).settings(data.get("network"))
+        except (protocols.ProtocolError, TypeError):
+            return data  # the field's validator reports it
+        filled = {k: preset[k] for k in PROTOCOL_SIGNALS
+                  if k not in signals and preset[k] is not None}
+        data = {**data, "signals": {**signals, **filled}}
+        sensors = data.get("sensors", {})
+        if (preset["detector_length"] is not None and isinstance(sensors, Mapping)
+                and "detector_length" not in sensors):
+            data["sensors"] = {**sensors, "detector_length": preset["detector_length"]}
+        return data
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -195,21 +256,24 @@ class Experiment(SpecModel):
         from agents import make_controller
         from agents.errors import CheckpointError, TrainedPolicyError, UnknownControllerError
 
+        network = (self.network or DEFAULT_NETWORK if self.net is None
+                   else Path(self.net).name.removesuffix(".xml").removesuffix(".net"))
         for name in self.controllers:
             if name in LEARNED:
                 continue
             try:
-                make_controller(name)
+                make_controller(name, network=network)
             except (UnknownControllerError, TrainedPolicyError, CheckpointError) as err:
                 message = str(err).strip().splitlines()[0]
-                raise Keyed("controllers", f"{message}; or a learned one: "
-                                            f"{', '.join(LEARNED)}") from None
+                if ":" not in name:
+                    message += f"; or a learned one: {', '.join(LEARNED)}"
+                raise Keyed("controllers", message) from None
         if not self.learned:
             return
-        if self.demand != Demand() or self.sensors.detectors_changed:
-            raise Keyed("controllers", "training does not take [demand] or the detector "
-                                        "settings of [sensors] (faults and cleaning it does) "
-                                        f"yet; drop them or the learned controllers "
+        if self.sensors.detectors_changed:
+            raise Keyed("controllers", "training does not take the detector settings of "
+                                        "[sensors] (faults and cleaning it does) yet; drop "
+                                        f"them or the learned controllers "
                                         f"({', '.join(self.learned)})")
         if max(self.seeds) >= TRAINING_EVAL_SEED_FLOOR:
             raise Keyed("seeds", f"must be below {TRAINING_EVAL_SEED_FLOOR} with learned "
@@ -231,9 +295,10 @@ class Experiment(SpecModel):
         signals, sensors = self.signals, self.sensors
         return SimulationOptions(
             decision_interval=signals.decision_interval, min_green=signals.min_green,
-            max_green=signals.max_green, detector_length=sensors.detector_length,
+            max_green=signals.max_green, yellow=signals.yellow, all_red=signals.all_red,
+            protocol=signals.protocol, detector_length=sensors.detector_length,
             first_wait=sensors.first_wait, faults=sensors.faults, cleaning=sensors.cleaning,
-            demand=TrafficDemand(scale=self.demand.scale),
+            demand=self.demand.traffic(),
         )
 
     def scenario(self) -> Scenario:
@@ -269,12 +334,30 @@ class Experiment(SpecModel):
         return self.model_copy(update={"network": sc.name, "begin": sc.begin, "end": sc.end,
                                        "horizon_s": None})
 
+    def protocol_open(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the settings a protocol fills in that the spec left out.
+
+        A sweep point that changes ``signals.protocol`` starts from these, so that the
+        new protocol sets them.
+        """
+        data = self.to_dict()
+        for key in PROTOCOL_SIGNALS:
+            if key not in self.signals.model_fields_set:
+                data["signals"].pop(key, None)
+        if "detector_length" not in self.sensors.model_fields_set:
+            data["sensors"].pop("detector_length", None)
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as a spec file writes them (unset keys left out)."""
         data = plain({name: getattr(self, name) for name in type(self).model_fields
                       if name != "training"})
         if not self.routes:
             del data["routes"]
+        for table, defaults in NEW_DEFAULTS.items():
+            for key, value in defaults.items():
+                if data[table].get(key) == value:
+                    del data[table][key]
         if self.training is not None:
             data["training"] = training_table(self.training)
         return data

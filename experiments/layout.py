@@ -57,7 +57,8 @@ def write_manifest(folder: Path, kind: str, plan: Sweep, units: Iterable[RunUnit
     doc = {
         "layout": LAYOUT_VERSION, "kind": kind, "name": plan.name,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "spec": plan.to_dict(), "demand": {"scale": plan.base.demand.scale},
+        "spec": plan.to_dict(), "demand": results.plain(plan.base.demand),
+        "protocol": plan.base.signals.protocol,
         **(extra or {}), "runs": run_entries(units),
     }
     return results.write_json(folder / MANIFEST, doc)

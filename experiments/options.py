@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 import networks
+from agents.named import split_names
 from networks import DEFAULT_NETWORK, Scenario
+from networks.demand import Demand, DemandError
+from simulator import protocols
 from simulator.cleaning import CLEANINGS
 from simulator.faults import FaultConfig, FaultConfigError
+from simulator.options import SimulationOptions, validation_message
 
 RUNS = Path("runs")
 """Where results folders go when a command is given no ``--out``."""
@@ -39,6 +45,31 @@ def sensor_options(faults: str, cleaning: str) -> tuple[FaultConfig, str]:
     if cleaning not in CLEANINGS:
         raise BadInput(f"--cleaning: unknown {cleaning!r}; choose from {', '.join(CLEANINGS)}")
     return config, cleaning
+
+
+def demand_option(text: str, default_mode: str) -> Demand:
+    """The parsed ``--demand`` (``resample,scale=1.2``, ``fixed``, ``scale=1.2``, ...)."""
+    try:
+        return Demand.parse(text, mode=default_mode)
+    except DemandError as err:
+        raise BadInput(f"--demand: {str(err).removeprefix('demand: ')}") from None
+
+
+def simulation_options(protocol: str, network: str | None, **explicit: Any) -> SimulationOptions:
+    """The settings of ``--protocol`` on ``network``, the options given explicitly winning.
+
+    Args:
+        protocol: A protocol of :data:`simulator.protocols.NAMES`.
+        network: The scenario's name (a protocol may have settings of its own for it).
+        explicit: Settings the command was given (``None`` values are left to the protocol).
+    """
+    given = {k: v for k, v in explicit.items() if v is not None}
+    try:
+        return SimulationOptions.for_protocol(protocol, network, **given)
+    except protocols.ProtocolError as err:
+        raise BadInput(f"--protocol: {err}") from None
+    except ValidationError as err:
+        raise BadInput(validation_message(err)) from None
 
 
 def scenario_from(
@@ -91,7 +122,7 @@ class ScenarioOptions:
 
 def controller_names(text: str) -> list[str]:
     """The names of a comma-separated ``--controllers``."""
-    names = [name for name in text.split(",") if name.strip()]
+    names = split_names(text)
     if not names:
         raise BadInput("--controllers is empty")
     return names

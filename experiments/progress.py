@@ -94,7 +94,8 @@ class CompareBar(Bar):
     def on_step(self, controller: str, seed: int, t: float) -> None:
         """:func:`experiments.compare.compare`'s ``on_step``: a decision at time ``t``."""
         done = (t - self.scenario.begin) / self.decision_interval
-        self.progress.update(self.sub, completed=done, description=f"  {controller} seed {seed}")
+        self.progress.update(self.sub, completed=done,
+                             description=escape(f"  {controller} seed {seed}"))
         if t >= self.scenario.end:
             self.advance()
 
@@ -114,7 +115,7 @@ class RobustnessBar(Bar):
 
     def on_run(self, rate: float, controller: str, seed: int) -> None:
         """:func:`experiments.robustness.robustness`'s ``on_run``."""
-        self.advance(f"dropout {rate:.0%}: {controller} seed {seed}")
+        self.advance(escape(f"dropout {rate:.0%}: {controller} seed {seed}"))
 
 
 class StudyBar(Bar):

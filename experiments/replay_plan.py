@@ -38,6 +38,9 @@ from simulator.options import SimulationOptions, validation_message
 
 TIMING = ("decision_interval", "min_green", "max_green")
 """The simulation settings a replay takes from its run: the signal timing."""
+MEASURED = (*TIMING, "yellow", "all_red", "protocol", "demand")
+"""The settings a replay takes from a results folder's run: the timing and the demand, so
+that a resampled run replays the trips it was measured on."""
 
 
 class ReplayError(ValueError):
@@ -167,7 +170,7 @@ def _from_store(run: Path, controller: str | None, seed: int, scenario: Scenario
     resolved = json.loads(row["spec"])
     exp = Experiment(**{k: v for k, v in resolved.items() if k in Experiment.model_fields
                         and k not in ("controllers", "seeds", "training")}, controllers=("fixed",))
-    timing = SimulationOptions(**{k: getattr(exp.options, k) for k in TIMING})
+    timing = SimulationOptions(**{k: getattr(exp.options, k) for k in MEASURED})
     measured = None if same_seed.empty else {k: float(row[k]) for k in KPI_NAMES}
     if controller in LEARNED:
         controller = f"trained:{run / 'training' / row['hash']}"
@@ -267,7 +270,9 @@ def plan(
         except NetworkError as err:
             raise ReplayError(str(err)) from None
         measured = None
-    make_controller(controller)  # an unknown name or unreadable policy fails before the GUI
+    # an unknown name, an unreadable policy or parameters tuned on another network fail
+    # before the GUI
+    make_controller(controller, network=chosen.name)
     return Replay(chosen, controller, seed, timing, run=run, measured=measured)
 
 

@@ -112,6 +112,21 @@ def headline(runs: pd.DataFrame, plan: dict[str, Any] | None) -> str:
 
 
 # ------------------------------------------------------------------ the report
+def conditions_line(plan: dict[str, Any] | None) -> list[str]:
+    """The demand and protocol the manifest records, as a paragraph (none if it has neither)."""
+    demand = (plan or {}).get("demand")
+    if not isinstance(demand, dict):
+        return []
+    mode = demand.get("mode", "fixed")
+    text = f"Demand: {mode}, scale {demand.get('scale', 1.0):g}"
+    if mode == "resample":
+        text += f", {demand.get('bin_s', 300)} s bins (a new draw of the trips for every seed)"
+    else:
+        text += " (the route files' trips, the same for every seed)"
+    protocol = (plan or {}).get("protocol", "greenphase")
+    return [f"{text}; protocol {protocol}.", ""]
+
+
 def write_report(folder: Path, *, extra: str = "") -> Path:
     """Write ``report.md`` and ``plots/*.png`` for a results folder; return the report's path.
 
@@ -141,7 +156,7 @@ def write_report(folder: Path, *, extra: str = "") -> Path:
     curves = plot_learning_curves(folder, runs, plots / "learning_curves.png")
     if curves is not None:
         drawn.append(("learning curves: evaluation delay against training episodes", curves))
-    lines = [f"# {name}", "", headline(runs, plan), "",
+    lines = [f"# {name}", "", headline(runs, plan), "", *conditions_line(plan),
              "Mean ± 95% confidence interval over seeds. Delay is `timeLoss + departDelay` "
              "over every vehicle due in the horizon (arrived, still running, never inserted). "
              "Delay vs fixed: ratio of the mean delays, ± the 95% CI of the paired per-seed "

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from experiments import layout, results
-from experiments.compare import document, experiment_of
+from experiments.compare import conditions, document, experiment_of
 from experiments.executor import Executor, InProcessExecutor
 from experiments.spec import Sweep
 from experiments.summary import SUMMARY_KPIS, summarize
@@ -62,11 +62,14 @@ class Robustness:
     """One row per (dropout, controller, seed): the KPIs and the wall time."""
     summary: pd.DataFrame
     """One row per (dropout, controller): mean delay and its 95% CI, change without dropout."""
+    options: SimulationOptions = SimulationOptions()
+    """How the runs were simulated (their demand and protocol)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``robustness --json`` document."""
-        return document(self.scenario, self.runs, self.summary, controllers=self.controllers,
-                        faults=str(self.base), cleaning=self.cleaning)
+        return document(self.scenario, self.runs, self.summary, **conditions(self.options),
+                        controllers=self.controllers, faults=str(self.base),
+                        cleaning=self.cleaning)
 
 
 def dropout_configs(rates: Sequence[float], base: FaultConfig) -> list[FaultConfig]:
@@ -170,7 +173,7 @@ def robustness(
         runs.insert(0, "dropout", rows["cell"].map(_dropout).to_numpy())
         runs = runs.astype(dict.fromkeys(("vehicles", "unfinished", "not_inserted"), "int64"))
         result = Robustness(scenario, list(plan.base.run_controllers), base, cleaning, runs,
-                            summary_of(rows))
+                            summary_of(rows), plan.base.options)
         if folder is not None:
             write(result, where, log=f"greenphase robustness: {len(runs)} runs in "
                                      f"{time.perf_counter() - started:.1f} s\n")

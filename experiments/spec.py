@@ -9,8 +9,10 @@ One experiment (``greenphase run SPEC``)::
     horizon_s = 1800                  # from the network's begin; or begin/end in simulated s
 
     [demand]
-    scale = 1.0                       # SUMO's --scale: 1.2 inserts 20% more vehicles
+    mode = "resample"                 # a new draw of the trips per seed; default "fixed"
+    scale = 1.0                       # 1.2 inserts about 20% more vehicles
     [signals]
+    protocol = "greenphase"           # or "resco", "sumo-rl": fills in the keys not given
     decision_interval = 5.0
     [sensors]
     faults = "dropout=0.2"            # what the controllers see (training too); also cleaning
@@ -250,9 +252,10 @@ class Sweep(SpecModel):
             return [((), self.base)]
         out = []
         kinds = {p: "grid" for p, _ in self.grid} | {a.path: "random" for a in self.random}
-        base = self.base.to_dict()
+        base, open_base = self.base.to_dict(), self.base.protocol_open()
         for point in self.points():
-            data = copy.deepcopy(base)
+            sets_protocol = any(p in ("signals", "signals.protocol") for p, _ in point)
+            data = copy.deepcopy(open_base if sets_protocol else base)
             for path, value in point:
                 _set_path(data, path.split("."), value)
             try:

@@ -24,9 +24,11 @@ from experiments.options import (
     BadInput,
     ScenarioOptions,
     default_folder,
+    demand_option,
     federated_settings,
     int_list,
     sensor_options,
+    simulation_options,
 )
 from experiments.robustness import CLASSIC, Robustness
 from experiments.robustness import robustness as run_robustness_sweep
@@ -50,9 +52,8 @@ class ComparePlan:
     controllers: list[str]
     """The controllers, fixed timing (the reference) first."""
     seeds: list[int]
-    decision_interval: float
-    faults: FaultConfig
-    cleaning: str
+    options: SimulationOptions
+    """How every run is simulated."""
     folder: Path
     reference_added: bool
     """Whether fixed timing was not asked for and is run as the reference anyway."""
@@ -65,35 +66,56 @@ class ComparePlan:
         return len(self.controllers) * len(self.seeds)
 
     @property
-    def options(self) -> SimulationOptions:
-        """How every run is simulated."""
-        return SimulationOptions(decision_interval=self.decision_interval,
-                                 faults=str(self.faults), cleaning=self.cleaning)
+    def decision_interval(self) -> float:
+        """Seconds between decisions."""
+        return self.options.decision_interval
+
+    @property
+    def title(self) -> str:
+        """What the comparison ran on, as its table's title names it."""
+        sc = self.scenario
+        protocol = "" if self.options.protocol == "greenphase" else \
+            f", protocol {self.options.protocol}"
+        return (f"{sc.name}: {sc.begin}-{sc.end} s, seeds 0-{len(self.seeds) - 1}, "
+                f"demand {self.options.demand}{protocol}")
+
+
+COMPARE_DEMAND = "resample"
+"""The demand mode of ``compare`` and ``evaluate`` when ``--demand`` names none."""
 
 
 def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out: Path | None,
-                 *, decision_interval: float, faults: str, cleaning: str,
+                 *, decision_interval: float | None, faults: str, cleaning: str,
+                 demand: str = COMPARE_DEMAND, protocol: str = "greenphase",
                  kind: str = "compare") -> ComparePlan:
-    """Check a comparison: sensor options, controller names, results folder.
+    """Check a comparison: simulation options, controller names, results folder.
+
+    ``decision_interval`` ``None`` leaves it to the protocol.
 
     Raises:
-        BadInput: A bad ``--faults`` or ``--cleaning``.
-        UnknownControllerError: A controller name that is not known.
+        BadInput: A bad ``--faults``, ``--cleaning``, ``--demand`` or ``--protocol``.
+        UnknownControllerError: A controller name that is not known (or tuned on another
+            network).
         OutputError: The results folder cannot be written.
     """
     fault_config, cleaning = sensor_options(faults, cleaning)
-    names = validate_controllers(controllers)
+    options = simulation_options(
+        protocol, scenario.name, decision_interval=decision_interval,
+        faults=str(fault_config), cleaning=cleaning,
+        demand=demand_option(demand, COMPARE_DEMAND))
+    names = validate_controllers(controllers, network=scenario.name)
     folder = out or default_folder("compare", scenario.name)
     results.ensure_writable(folder)
-    return ComparePlan(scenario, names, list(range(seeds)), decision_interval, fault_config,
-                       cleaning, folder, reference_added=names[0] not in controllers, kind=kind)
+    return ComparePlan(scenario, names, list(range(seeds)), options, folder,
+                       reference_added=names[0] not in controllers, kind=kind)
 
 
 def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str], seeds: int,
-                    out: Path | None, faults: str, cleaning: str) -> ComparePlan:
+                    out: Path | None, faults: str, cleaning: str, demand: str = COMPARE_DEMAND,
+                    protocol: str = "greenphase") -> ComparePlan:
     """A trained run against fixed timing (and ``others``), on its network unless one is named.
 
-    The runs use the decision interval the policy was trained with.
+    The runs use the decision interval the policy was trained with, whatever the protocol.
     """
     from agents.policy import policy_options
     from agents.trained import load_policy
@@ -102,7 +124,8 @@ def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str],
     scenario = where.scenario(default=policy.get("network"))
     return plan_compare(scenario, ["fixed", f"trained:{run}", *others], seeds, out,
                         decision_interval=policy_options(policy).decision_interval,
-                        faults=faults, cleaning=cleaning, kind="evaluate")
+                        faults=faults, cleaning=cleaning, demand=demand, protocol=protocol,
+                        kind="evaluate")
 
 
 def run_comparison(
@@ -137,11 +160,15 @@ class RobustnessPlan:
 
 
 def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float], seeds: int,
-                    faults: str, cleaning: str, out: Path | None) -> RobustnessPlan:
+                    faults: str, cleaning: str, out: Path | None, demand: str = "fixed",
+                    protocol: str = "greenphase") -> RobustnessPlan:
     """Check a robustness sweep: the sensor options, the trained run, the folder.
 
+    The runs use the decision interval the policy was trained with, whatever the protocol.
+
     Raises:
-        BadInput: Bad ``--faults`` (dropout among them) or ``--cleaning``.
+        BadInput: Bad ``--faults`` (dropout among them), ``--cleaning``, ``--demand`` or
+            ``--protocol``.
     """
     base, cleaning = sensor_options(faults, cleaning)
     if base.dropout:
@@ -152,9 +179,12 @@ def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float]
     _, policy = load_policy(run)
     scenario = where.scenario(default=policy.get("network"))
     folder = out or default_folder("robustness", scenario.name)
+    options = simulation_options(
+        protocol, scenario.name, decision_interval=policy_options(policy).decision_interval,
+        demand=demand_option(demand, "fixed"))
     results.ensure_writable(folder)
     return RobustnessPlan(scenario, f"trained:{run}", list(rates), list(range(seeds)), base,
-                          cleaning, policy_options(policy), folder)
+                          cleaning, options, folder)
 
 
 def run_robustness(
@@ -183,11 +213,16 @@ def training_spec(
     hidden: str, shared: bool, observation: str, reward: str, eval_every: int, faults: str,
     cleaning: str, normalize: bool, federated: bool, episodes: int | None,
     local_episodes: int | None, rounds: int | None, proximal: float | None,
+    demand: str = "fixed", protocol: str = "greenphase", network: str | None = None,
 ) -> TrainSpec:
     """The training spec ``train``'s options give; a ``grad_clip`` of 0 turns clipping off.
 
+    Training episodes run SUMO seeds from 100000 and its evaluations seed 10000, so under
+    ``resample`` they draw demand that held-out evaluation (seeds below 10000) never sees.
+
     Raises:
-        BadInput: A bad sensor, ``--hidden`` or federated option.
+        BadInput: A bad sensor, ``--demand``, ``--protocol``, ``--hidden`` or federated
+            option.
         ConfigError: An optimiser or training setting out of range.
     """
     from agents.optim import OptimConfig
@@ -202,7 +237,8 @@ def training_spec(
     return TrainSpec(
         algo=algo, seed=seed, observation=observation, reward=reward, shared=shared,
         hidden=int_list(hidden, "--hidden"), eval_every=eval_every, optim=optim,
-        simulation=SimulationOptions(faults=str(fault_config), cleaning=cleaning),
+        simulation=simulation_options(protocol, network, faults=str(fault_config),
+                                      cleaning=cleaning, demand=demand_option(demand, "fixed")),
         normalize=normalize,
         **federated_settings(federated, episodes, local_episodes, rounds, proximal),
     )

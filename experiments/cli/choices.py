@@ -12,6 +12,7 @@ from agents.names import ALGOS, BATCH_MODES, FORMATS, OPTIMIZERS, QUANTIZATIONS,
 from experiments.sweep import BACKENDS
 from simulator.cleaning import CLEANINGS
 from simulator.observations import OBSERVATIONS
+from simulator.protocols import NAMES as PROTOCOLS
 from simulator.rewards import REWARDS
 
 # mypy cannot read members made from a tuple; the ignores say only that
@@ -27,3 +28,4 @@ ExportFormat = enum.Enum("ExportFormat", {n: n for n in FORMATS}, type=str)  # t
 Quantization = enum.Enum(  # type: ignore[misc]
     "Quantization", {n: n for n in QUANTIZATIONS}, type=str)
 Backend = enum.Enum("Backend", {n: n for n in BACKENDS}, type=str)  # type: ignore[misc]
+Protocol = enum.Enum("Protocol", {n: n for n in PROTOCOLS}, type=str)  # type: ignore[misc]

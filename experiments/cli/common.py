@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from agents import CheckpointError, TrainedPolicyError, UnknownControllerError
 from experiments import results
-from experiments.cli.choices import Cleaning
+from experiments.cli.choices import Cleaning, Protocol
 from experiments.options import BadInput, ScenarioOptions
 from experiments.progress import err_console, note, out_console
 from networks import NetworkError
@@ -98,6 +98,13 @@ FaultsOpt = Annotated[str, typer.Option(
                      "noise, dropout, stuck, stuck_steps, latency, failure, seed).")]
 CleaningOpt = Annotated[Cleaning, typer.Option(
     "--cleaning", help="Fill in missing readings before the controllers.")]
+DemandOpt = Annotated[str, typer.Option(
+    "--demand", help="The traffic: fixed (the route files as they are) or resample (a new "
+                     "draw per seed), with scale=X or bin_s=S, e.g. 'resample,scale=1.2'.")]
+ProtocolOpt = Annotated[Protocol, typer.Option(
+    "--protocol", help="A benchmark's decision interval, yellow, all-red, greens and "
+                       "detector range; explicit options win.")]
+DEFAULT_PROTOCOL = Protocol["greenphase"]
 HeldOutSeedsOpt = Annotated[
     int, typer.Option("--seeds", "-s", min=1, help="Held-out seeds 0..N-1.")]
 RunArg = Annotated[Path, typer.Argument(help="A training run directory (or a checkpoint).")]

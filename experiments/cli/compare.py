@@ -7,15 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from agents.named import split_names
 from experiments.cli.choices import Cleaning
 from experiments.cli.common import (
+    DEFAULT_PROTOCOL,
     CleaningOpt,
+    DemandOpt,
     FaultsOpt,
     HeldOutSeedsOpt,
     JsonOpt,
     OutOpt,
+    ProtocolOpt,
     RunArg,
     ScenarioOptions,
     note,
@@ -28,6 +33,7 @@ from experiments.compare import Comparison
 from experiments.options import controller_names, dropout_rates
 from experiments.progress import CompareBar, RobustnessBar
 from experiments.workflows import (
+    COMPARE_DEMAND,
     ComparePlan,
     plan_compare,
     plan_evaluation,
@@ -37,7 +43,6 @@ from experiments.workflows import (
 )
 from simulator.cleaning import CleaningError
 from simulator.faults import FaultConfigError
-from simulator.options import SimulationOptions
 
 
 def _fmt(mean: float, ci: float) -> str:
@@ -53,7 +58,7 @@ def comparison_table(summary: Any, title: str) -> Table:
     for row in summary.to_dict("records"):
         vs = row["delay_vs_fixed_pct"]
         table.add_row(
-            row["controller"], str(row["seeds"]),
+            escape(row["controller"]), str(row["seeds"]),
             _fmt(row["mean_delay_s"], row["ci95_delay_s"]),
             _fmt(row["mean_travel_time_s"], row["ci95_travel_time_s"]),
             _fmt(row["mean_waiting_time_s"], row["ci95_waiting_time_s"]),
@@ -77,9 +82,7 @@ def _show(comparison: Comparison, plan: ComparePlan, json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(comparison.to_json()))
         return
-    sc = plan.scenario
-    out_console.print(comparison_table(
-        comparison.summary, f"{sc.name}: {sc.begin}-{sc.end} s, seeds 0-{len(plan.seeds) - 1}"))
+    out_console.print(comparison_table(comparison.summary, plan.title))
     out_console.print(f"results: {plan.folder}")
 
 
@@ -97,17 +100,20 @@ def compare(
     ] = None,
     json_out: JsonOpt = False,
     decision_interval: Annotated[
-        float, typer.Option("--decision-interval", callback=positive,
-                            help="Seconds between decisions (> 0).")
-    ] = SimulationOptions().decision_interval,
+        float | None, typer.Option("--decision-interval", callback=positive,
+                                   help="Seconds between decisions (> 0; default: the "
+                                        "protocol's, 5).")
+    ] = None,
     faults: FaultsOpt = "",
     cleaning: CleaningOpt = Cleaning["none"],
+    demand: DemandOpt = COMPARE_DEMAND,
+    protocol: ProtocolOpt = DEFAULT_PROTOCOL,
 ) -> None:
     """Run controllers on one network over seeds; print the table and write the results."""
     with user_errors(FaultConfigError, CleaningError):
         plan = plan_compare(where.scenario(), controller_names(controllers), seeds, out,
                             decision_interval=decision_interval, faults=faults,
-                            cleaning=cleaning.value)
+                            cleaning=cleaning.value, demand=demand, protocol=protocol.value)
         _compare_plan(plan, json_out)
 
 
@@ -123,12 +129,14 @@ def evaluate(
     json_out: JsonOpt = False,
     faults: FaultsOpt = "",
     cleaning: CleaningOpt = Cleaning["none"],
+    demand: DemandOpt = COMPARE_DEMAND,
+    protocol: ProtocolOpt = DEFAULT_PROTOCOL,
 ) -> None:
     """Evaluate a trained run over held-out seeds against fixed timing (and others)."""
     with user_errors(FaultConfigError, CleaningError):
-        others = [c for c in controllers.split(",") if c.strip()]
-        plan = plan_evaluation(run, where, others=others,
-                               seeds=seeds, out=out, faults=faults, cleaning=cleaning.value)
+        others = split_names(controllers)
+        plan = plan_evaluation(run, where, others=others, seeds=seeds, out=out, faults=faults,
+                               cleaning=cleaning.value, demand=demand, protocol=protocol.value)
         _compare_plan(plan, json_out)
 
 
@@ -145,13 +153,16 @@ def robustness(
     cleaning: CleaningOpt = Cleaning["none"],
     out: OutOpt = None,
     json_out: JsonOpt = False,
+    demand: DemandOpt = "fixed",
+    protocol: ProtocolOpt = DEFAULT_PROTOCOL,
 ) -> None:
     """Mean delay of fixed timing, max-pressure and a trained policy as sensor dropout rises."""
     from experiments.robustness import table
 
     with user_errors(FaultConfigError, CleaningError):
-        plan = plan_robustness(run, where, rates=dropout_rates(rates),
-                               seeds=seeds, faults=faults, cleaning=cleaning.value, out=out)
+        plan = plan_robustness(run, where, rates=dropout_rates(rates), seeds=seeds,
+                               faults=faults, cleaning=cleaning.value, out=out, demand=demand,
+                               protocol=protocol.value)
         with RobustnessBar(f"robustness {plan.scenario.name}", plan.runs) as bar:
             result = run_robustness(plan, on_run=bar.on_run)
     if json_out:

@@ -19,9 +19,12 @@ from experiments.cli.choices import (
     Schedule,
 )
 from experiments.cli.common import (
+    DEFAULT_PROTOCOL,
     CleaningOpt,
+    DemandOpt,
     FaultsOpt,
     JsonOpt,
+    ProtocolOpt,
     RunArg,
     ScenarioOptions,
     out_console,
@@ -70,6 +73,8 @@ def train(
     eval_every: Annotated[int, typer.Option(help="Episodes between evaluations.")] = 5,
     faults: FaultsOpt = "",
     cleaning: CleaningOpt = Cleaning["none"],
+    demand: DemandOpt = "fixed",
+    protocol: ProtocolOpt = DEFAULT_PROTOCOL,
     normalize: Annotated[
         bool, typer.Option(help="Normalise observations by running mean and std (kept with "
                                 "the policy).")
@@ -109,7 +114,8 @@ def train(
             shared=not independent, observation=observation.value, reward=reward.value,
             eval_every=eval_every, faults=faults, cleaning=cleaning.value, normalize=normalize,
             federated=federated, episodes=episodes, local_episodes=local_episodes,
-            rounds=rounds, proximal=proximal)
+            rounds=rounds, proximal=proximal, demand=demand, protocol=protocol.value,
+            network=scenario.name)
         with TrainBar(f"train {scenario.name} {spec.algo}", spec.episodes) as bar:
             result = run_train(spec, scenario, run, resume=resume, overwrite=overwrite,
                                on_episode=bar.on_episode)

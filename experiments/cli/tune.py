@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from experiments.cli.choices import Backend
 from experiments.cli.common import (
+    DEFAULT_PROTOCOL,
     JsonOpt,
+    ProtocolOpt,
     ScenarioOptions,
     note,
     positive,
@@ -20,18 +21,18 @@ from experiments.cli.common import (
 )
 from experiments.cli.specs import BackendOpt
 from experiments.executor import SweepError
-from experiments.options import BadInput, default_folder
-from simulator.options import SimulationOptions, validation_message
+from experiments.options import default_folder, demand_option, simulation_options
+from simulator.options import SimulationOptions
+
+TUNE_DEMAND = "resample"
+"""The demand mode of ``tune`` when ``--demand`` names none: draws of the tuning seeds."""
 
 
-def tune_options(decision_interval: float, demand: str) -> SimulationOptions:
+def tune_options(decision_interval: float | None, demand: str, protocol: str,
+                 network: str) -> SimulationOptions:
     """The simulation settings the options give (one line naming the option if bad)."""
-    try:
-        return SimulationOptions.model_validate(
-            {"decision_interval": decision_interval, "demand": demand})
-    except ValidationError as err:
-        raise BadInput(validation_message(err, "--" + str(err.errors()[0]["loc"][0]).replace(
-            "_", "-"))) from None
+    return simulation_options(protocol, network, decision_interval=decision_interval,
+                              demand=demand_option(demand, TUNE_DEMAND))
 
 
 def _trial_note(number: int, value: float | None) -> None:
@@ -51,12 +52,13 @@ def tune(
         "--seeds", "-s", min=1, help="Tuning seeds per trial (10000..10000+K-1).")] = 2,
     seed: Annotated[int, typer.Option(help="The sampler's seed.")] = 0,
     backend: BackendOpt = Backend["local"],
-    decision_interval: Annotated[float, typer.Option(
-        "--decision-interval", callback=positive, help="Seconds between decisions (> 0).")
-    ] = SimulationOptions().decision_interval,
+    decision_interval: Annotated[float | None, typer.Option(
+        "--decision-interval", callback=positive,
+        help="Seconds between decisions (> 0; default: the protocol's, 5).")] = None,
     demand: Annotated[str, typer.Option(
-        help="The tuning demand: fixed or resample, with scale=X (e.g. resample,scale=1.2).")
-    ] = "fixed",
+        help="The tuning demand: fixed or resample (drawn from the tuning seeds), with "
+             "scale=X or bin_s=S (e.g. resample,scale=1.2).")] = TUNE_DEMAND,
+    protocol: ProtocolOpt = DEFAULT_PROTOCOL,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the results in --out.")] = False,
     json_out: JsonOpt = False,
@@ -67,7 +69,7 @@ def tune(
 
     with user_errors(SweepError):
         scenario = where.scenario()
-        options = tune_options(decision_interval, demand)
+        options = tune_options(decision_interval, demand, protocol.value, scenario.name)
         folder = out or default_folder("tune", scenario.name, controller)
         result = run_tune(controller, scenario, folder, trials=trials, timeout=timeout,
                           workers=workers, seeds=seeds, seed=seed, options=options,

@@ -185,7 +185,7 @@ BAD = [
      "sgdd"),
     ("controllers = ['dqn']\n[training]\nhidden = 64\n", "training.hidden", "a list"),
     ("[sweep.grid]\nnetwork = 'cologne1'\n", "sweep.grid.network", "a list"),
-    ("[sweep.grid]\n'signals.yellow' = [3]\n", "sweep", "yellow"),
+    ("[sweep.grid]\n'signals.amber' = [3]\n", "sweep", "amber"),
     ("[sweep.grid]\nseeds = [[1]]\n", "sweep", "seeds is not an axis"),
     ("[sweep.grid]\nnetwork = ['cologne1', 'atlantis']\n", "sweep.grid.network", "atlantis"),
     ("[sweep.grid]\n'demand.scale' = [1.0, -2.0]\n", "sweep.grid.demand.scale", "> 0"),

@@ -156,7 +156,8 @@ def test_train_evaluate_and_compare_a_trained_run(tiny: Scenario, tmp_path: Path
     args = ["--net", str(tiny.net_file), "--routes", str(tiny.route_files[0]), "--end", "300"]
     result = runner.invoke(app, ["train", *args, "--episodes", "2", "--eval-every", "1",
                                  "--hidden", "16", "--optimizer", "nesterov", "--lr", "0.01",
-                                 "--schedule", "cosine", "--out", str(run)])
+                                 "--schedule", "cosine", "--demand", "resample",
+                                 "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "trained 2 episodes" in result.stdout
     result = runner.invoke(app, ["evaluate", str(run), *args, "--seeds", "2", "--json",
@@ -165,6 +166,12 @@ def test_train_evaluate_and_compare_a_trained_run(tiny: Scenario, tmp_path: Path
     doc = json.loads(result.stdout)
     assert [s["controller"] for s in doc["summary"]] == ["fixed", f"trained:{run}"]
     assert manifest_kind(tmp_path / "eval") == "evaluate"
+    # evaluate draws held-out demand by default, and says so in every record
+    assert doc["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 300}
+    assert doc["protocol"] == "greenphase"
+    manifest = json.loads((tmp_path / "eval" / "manifest.json").read_text())
+    assert manifest["demand"]["mode"] == "resample" and manifest["protocol"] == "greenphase"
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["demand"] == doc["demand"]
     result = runner.invoke(app, ["compare", *args, "-c", f"max-pressure,trained:{run}",
                                  "--seeds", "1", "--json", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output

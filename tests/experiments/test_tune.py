@@ -19,6 +19,8 @@ from experiments.executor import InProcessExecutor
 from experiments.runner import run_episode
 from experiments.tune import SPACES, TUNING_SEED_FLOOR, tune, tuning_seeds
 from networks import Scenario
+from networks.demand import Demand
+from simulator.options import SimulationOptions
 from tests.conftest import assert_bad_input
 
 runner = CliRunner()
@@ -49,7 +51,7 @@ def test_tune_writes_params_trials_and_a_plot(tuned_dir: Path) -> None:
     trials = pd.read_parquet(tuned_dir / "trials.parquet")
     assert trials["number"].tolist() == [0, 1, 2]
     assert {"min_hold", "value", "state", "wall_s"} <= set(trials.columns)
-    assert trials.loc[0, "min_hold"] == 5.0  # the defaults come first
+    assert trials.loc[0, "min_hold"] == MaxPressure().min_hold  # the defaults come first
     assert doc["search"]["value"] == trials["value"].min()
     for row in trials[trials["repeat_of"] >= 0].to_dict("records"):  # not run again
         assert row["value"] == trials.loc[row["repeat_of"], "value"] and row["wall_s"] == 0
@@ -62,8 +64,12 @@ def test_tuned_dir_builds_the_controller_with_the_tuned_values(tuned_dir: Path,
     ctrl = make_controller(f"tuned:{tuned_dir}")
     assert isinstance(ctrl, MaxPressure)
     assert ctrl.min_hold == doc.parameters["min_hold"]
-    # the tuned controller on a tuning seed gives the value the search measured
-    result = run_episode(tiny, f"tuned:{tuned_dir}", TUNING_SEED_FLOOR)
+    # the tuned controller on a tuning seed, with the demand the search ran on (by default
+    # a draw of that seed), gives the value the search measured
+    assert doc.demand["mode"] == "resample"
+    demand = Demand(**{k: doc.demand[k] for k in ("mode", "scale", "bin_s")})
+    result = run_episode(tiny, f"tuned:{tuned_dir}", TUNING_SEED_FLOOR,
+                         SimulationOptions(demand=demand))
     assert result.kpis["mean_delay_s"] == pytest.approx(doc.search["value"])
 
 
@@ -117,8 +123,7 @@ def test_compare_on_another_network_is_one_line(tuned_dir: Path, tmp_path: Path)
     result = runner.invoke(app, ["compare", "--network", "grid-2x2", "--end", "60", "-c",
                                  f"tuned:{tuned_dir}", "--seeds", "1",
                                  "--out", str(tmp_path / "c")])
-    # refused where the run starts (a run's network is known there); the check belongs in
-    # the experiment's validation too, before any run, which makes it the only line
+    # refused when the controllers are checked, before any run
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "tuned on network 'grid-1x1', not 'grid-2x2'" in errors[0]
