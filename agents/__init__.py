@@ -1,9 +1,17 @@
-"""Signal controllers: classic (fixed time, Webster, actuated, max-pressure, SOTL) and learned."""
+"""Signal controllers: the classic ones (fixed, Webster, coordinated, actuated, ...) and learned."""
 
 from __future__ import annotations
 
 from agents.base import Controller, ProgramController
-from agents.classic import SOTL, Actuated, FixedTime, MaxPressure, RandomPhase, Webster
+from agents.classic import (
+    SOTL,
+    Actuated,
+    Coordinated,
+    FixedTime,
+    MaxPressure,
+    RandomPhase,
+    Webster,
+)
 from agents.errors import (
     CheckpointError,
     ConfigError,
@@ -13,7 +21,7 @@ from agents.errors import (
 from agents.named import ControllerParamsError, is_parameterised, parameterised, split_names
 
 CLASSIC: dict[str, type[Controller]] = {
-    c.name: c for c in (FixedTime, Webster, Actuated, MaxPressure, SOTL, RandomPhase)
+    c.name: c for c in (FixedTime, Webster, Coordinated, Actuated, MaxPressure, SOTL, RandomPhase)
 }
 """The classic controllers by name, in the order a comparison shows them."""
 
@@ -74,6 +82,7 @@ __all__ = [
     "SOTL",
     "Actuated",
     "Controller",
+    "Coordinated",
     "FixedTime",
     "MaxPressure",
     "ProgramController",

@@ -30,7 +30,8 @@ class Controller(ABC):
     name: ClassVar[str]
     """The name a user types (``--controllers``)."""
     program: ClassVar[str | None] = None
-    """A SUMO program to run instead of acting (``static``, ``actuated``, ``webster``)."""
+    """A SUMO program to run instead of acting (``static``, ``actuated``, ``webster``,
+    ``coordinated``)."""
     needs_exits: ClassVar[bool] = False
     """Whether it reads exit detectors on the outgoing lanes."""
     program_params: ProgramParams | None = None

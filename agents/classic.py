@@ -9,13 +9,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Controller, ProgramController
+from simulator.coordination import CoordinatedParams
 from simulator.programs import ActuatedParams, WebsterParams
 from simulator.sensors import Readings
 from simulator.view import SignalView
 
 __all__ = [
-    "SOTL", "ActuatedParams", "MaxPressureParams", "SOTLParams", "WebsterParams", "Actuated",
-    "FixedTime", "MaxPressure", "RandomPhase", "Webster",
+    "SOTL", "ActuatedParams", "CoordinatedParams", "MaxPressureParams", "SOTLParams",
+    "WebsterParams", "Actuated", "Coordinated", "FixedTime", "MaxPressure", "RandomPhase",
+    "Webster",
 ]
 
 P = TypeVar("P", bound=BaseModel)
@@ -92,6 +94,24 @@ class Webster(ProgramController):
 
     def __init__(self, params: WebsterParams | None = None, **values: Any) -> None:
         self.params = settings(WebsterParams, params, values)
+        self.program_params = self.params
+
+
+class Coordinated(ProgramController):
+    """Webster's fixed timing with green-wave offsets along the main corridors.
+
+    The practice that adaptive systems are sold against: every signal on one cycle
+    (the longest Webster cycle) with Webster's splits, offset so that platoons meet
+    greens from signal to signal (SUMO's tools/tlsCoordinator.py). The plan is built by
+    :func:`simulator.coordination.coordinated_programs`.
+    """
+
+    name = "coordinated"
+    program = "coordinated"
+    Params: ClassVar[type[CoordinatedParams]] = CoordinatedParams
+
+    def __init__(self, params: CoordinatedParams | None = None, **values: Any) -> None:
+        self.params = settings(CoordinatedParams, params, values)
         self.program_params = self.params
 
 

@@ -69,6 +69,9 @@ SPACES: dict[str, dict[str, Dim]] = {
     "webster": {"min_cycle": Dim(20.0, 60.0, 5.0), "max_cycle": Dim(60.0, 180.0, 5.0),
                 "startup_lost_time": Dim(0.0, 5.0, 0.5),
                 "saturation_flow": Dim(1400.0, 2200.0, 50.0)},
+    "coordinated": {"min_cycle": Dim(20.0, 60.0, 5.0), "max_cycle": Dim(60.0, 180.0, 5.0),
+                    "startup_lost_time": Dim(0.0, 5.0, 0.5),
+                    "speed_factor": Dim(0.5, 1.0, 0.05)},
 }
 """The parameters a search varies, by controller; the others keep their defaults."""
 

@@ -38,8 +38,8 @@ from simulator.view import VEHICLE_SPACE_M, SignalView
 if TYPE_CHECKING:
     from simulator.programs import ProgramParams
 
-SignalProgram = Literal["static", "actuated", "webster"]
-PROGRAMS: tuple[str, ...] = ("static", "actuated", "webster")
+SignalProgram = Literal["static", "actuated", "webster", "coordinated"]
+PROGRAMS: tuple[str, ...] = ("static", "actuated", "webster", "coordinated")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class TrafficSimulation:
             defaults): decision interval, green bounds, detectors, sensor faults, demand.
         program: ``None`` for external control of every signal, or a SUMO
             program to run instead: ``"static"`` (the network's own),
-            ``"actuated"`` or ``"webster"``.
-        program_params: settings of the ``actuated`` or ``webster`` program
+            ``"actuated"``, ``"webster"`` or ``"coordinated"``.
+        program_params: settings of the ``actuated``, ``webster`` or ``coordinated`` program
             (default: :mod:`simulator.programs`' defaults).
         exit_detectors: whether outgoing lanes get detectors (pressure needs them).
         sensor_model: how readings reach the controller, for a model of one's own
@@ -155,7 +155,7 @@ class TrafficSimulation:
 
         self._workdir = Path(tempfile.mkdtemp(prefix="greenphase-"))
         self._additional = [write_detectors(self.detectors, net, self._workdir)]
-        if program in ("actuated", "webster"):
+        if program in ("actuated", "webster", "coordinated"):
             self._additional.append(self._write_program(program))
         self._conn: Any = None
         self._events: list[tuple[float, int, str]] = []
@@ -190,9 +190,8 @@ class TrafficSimulation:
         """The SUMO programID switched on at start, or None under external control."""
         if self.program is None:
             return None
-        return {"static": None, "actuated": "greenphase-actuated", "webster": "greenphase-webster"}[
-            self.program
-        ]
+        return {"static": None, "actuated": "greenphase-actuated", "webster": "greenphase-webster",
+                "coordinated": "greenphase-coordinated"}[self.program]
 
     def route_files(self, seed: int) -> tuple[Path, ...]:
         """The route files of an episode with SUMO seed ``seed``, which is its demand seed.

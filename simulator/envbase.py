@@ -74,8 +74,8 @@ class SignalEnvBase:
         observation: observation function (default :class:`QueueObservation`).
         reward: reward function (default :class:`DelayReward`); rewards are
             computed from the true readings, whatever the sensors say.
-        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``)
-            instead of obeying actions; the actions are then ignored.
+        program: run a SUMO program (``"static"``, ``"actuated"``, ``"webster"``,
+            ``"coordinated"``) instead of obeying actions; the actions are then ignored.
         exit_detectors: place detectors on outgoing lanes; by default only
             when the observation or reward reads them.
         sensor_model: a sensor model of one's own (default: the options' faults

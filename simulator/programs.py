@@ -126,25 +126,30 @@ class WebsterParams(_Params):
 
 
 ProgramParams = ActuatedParams | WebsterParams
-"""The settings of a SUMO program built here."""
+"""The settings of a SUMO program built here (coordinated timing's extend Webster's)."""
 
 
 def plans_for(
     program: str, scenario: Scenario, params: ProgramParams | None = None
 ) -> dict[str, SignalPlan]:
-    """The plans of program ``actuated`` or ``webster`` with ``params`` (default: defaults).
+    """The plans of program ``actuated``, ``webster`` or ``coordinated`` with ``params``.
 
     Raises:
         ValueError: An unknown program, or settings of another program.
     """
-    kinds: dict[str, type[ProgramParams]] = {"actuated": ActuatedParams, "webster": WebsterParams}
+    from simulator.coordination import CoordinatedParams, coordinated_programs
+
+    kinds: dict[str, type[ProgramParams]] = {
+        "actuated": ActuatedParams, "webster": WebsterParams, "coordinated": CoordinatedParams}
     if program not in kinds:
         raise ValueError(f"no plans to build for program {program!r}")
     settings = kinds[program]() if params is None else params
-    if not isinstance(settings, kinds[program]):
+    if type(settings) is not kinds[program]:  # coordinated's settings extend Webster's
         raise ValueError(f"program {program!r} takes {kinds[program].__name__}, "
                          f"not {type(settings).__name__}")
     values: dict[str, Any] = settings.model_dump()
+    if isinstance(settings, CoordinatedParams):
+        return coordinated_programs(scenario, settings)
     if isinstance(settings, ActuatedParams):
         return actuated_programs(scenario.net, **values)
     return webster_programs(scenario, **values)

@@ -42,7 +42,7 @@ def _trial_note(number: int, value: float | None) -> None:
 @with_scenario
 def tune(
     controller: Annotated[str, typer.Argument(
-        help="The classic controller: max-pressure, sotl, actuated or webster.")],
+        help="The classic controller: max-pressure, sotl, actuated, webster or coordinated.")],
     where: ScenarioOptions,
     trials: Annotated[int, typer.Option(min=1, help="Trials at most.")] = 20,
     timeout: Annotated[float | None, typer.Option(
