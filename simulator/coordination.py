@@ -29,7 +29,14 @@ from pydantic import Field
 from networks.errors import NetworkError
 from networks.files import write_text
 from networks.scenario import Scenario
-from simulator.movements import DUAROUTER_SEED, _file_key, _sumo_binary, cache_dir
+from simulator.movements import (
+    DUAROUTER_SEED,
+    _sumo_binary,
+    cache_dir,
+    cache_name,
+    read_cached,
+    routed_demand_key,
+)
 from simulator.programs import SignalPlan, WebsterParams, webster_programs, write_additional
 
 __all__ = ["COORDINATED_PROGRAM_ID", "CoordinatedParams", "coordinated_programs", "offsets"]
@@ -98,25 +105,15 @@ def offsets(
         plan_file = Path(tmp) / "webster.add.xml"
         write_additional(plans.values(), plan_file)
         key = {
-            "format": _CACHE_FORMAT,
-            "net": _file_key(Path(scenario.net_file).resolve()),
-            "routes": [_file_key(Path(r).resolve()) for r in scenario.route_files],
-            "begin": scenario.begin,
-            "end": scenario.end,
-            "seed": DUAROUTER_SEED,
+            **routed_demand_key(scenario, _CACHE_FORMAT),
             "plans": hashlib.sha256(plan_file.read_bytes()).hexdigest(),
             "speed_factor": params.speed_factor,
             "ignore_priority": params.ignore_priority,
         }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        stem = Path(scenario.net_file).name.removesuffix(".xml").removesuffix(".net")
-        cache_file = cache_dir().parent / "coordination" / f"{stem}-{digest}.json"
-        try:
-            cached = json.loads(cache_file.read_text())
-            if cached.get("key") == key:
-                return {str(k): float(v) for k, v in cached["offsets"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # no cache yet, or unreadable: compute again
+        cache_file = cache_dir().parent / "coordination" / cache_name(scenario, key)
+        cached = read_cached(cache_file, key, "offsets")
+        if cached is not None:
+            return {str(k): float(v) for k, v in cached.items()}
         found = _run_coordinator(scenario, plan_file, Path(tmp), params)
     try:
         write_text(cache_file, json.dumps({"key": key, "offsets": found}, sort_keys=True))

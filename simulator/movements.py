@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from networks.errors import NetworkError
 from networks.files import write_text
@@ -42,6 +43,36 @@ def cache_dir() -> Path:
     base = os.environ.get("GREENPHASE_CACHE")
     root = Path(base) if base else Path.home() / ".cache" / "greenphase"
     return root / "webster"
+
+
+def routed_demand_key(scenario: Scenario, cache_format: int) -> dict[str, Any]:
+    """What decides a scenario's routed demand: its files, horizon and duarouter's seed."""
+    return {
+        "format": cache_format,
+        "net": _file_key(Path(scenario.net_file).resolve()),
+        "routes": [_file_key(Path(r).resolve()) for r in scenario.route_files],
+        "begin": scenario.begin,
+        "end": scenario.end,
+        "seed": DUAROUTER_SEED,
+    }
+
+
+def cache_name(scenario: Scenario, key: dict[str, Any]) -> str:
+    """A cache file's name for ``key``: the net's name and a digest of the key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    stem = Path(scenario.net_file).name.removesuffix(".xml").removesuffix(".net")
+    return f"{stem}-{digest}.json"
+
+
+def read_cached(cache_file: Path, key: dict[str, Any], field: str) -> Any:
+    """The ``field`` of a cache file written for ``key``; None when missing, stale or torn."""
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return cached[field]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no cache yet, or unreadable: compute again
+    return None
 
 
 def _file_key(path: Path) -> list[str | int]:
@@ -178,23 +209,11 @@ def movement_counts(scenario: Scenario) -> dict[tuple[str, str], int]:
         NetworkError: If SUMO's duarouter is missing or fails.
     """
     net = scenario.net
-    key = {
-        "format": _CACHE_FORMAT,
-        "net": _file_key(Path(scenario.net_file).resolve()),
-        "routes": [_file_key(Path(r).resolve()) for r in scenario.route_files],
-        "begin": scenario.begin,
-        "end": scenario.end,
-        "seed": DUAROUTER_SEED,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    stem = Path(scenario.net_file).name.removesuffix(".xml").removesuffix(".net")
-    cache_file = cache_dir() / f"{stem}-{digest}.json"
-    try:
-        cached = json.loads(cache_file.read_text())
-        if cached.get("key") == key:
-            return {_pair(k): int(v) for k, v in cached["counts"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # no cache yet, or unreadable: route again
+    key = routed_demand_key(scenario, _CACHE_FORMAT)
+    cache_file = cache_dir() / cache_name(scenario, key)
+    cached = read_cached(cache_file, key, "counts")
+    if cached is not None:
+        return {_pair(k): int(v) for k, v in cached.items()}
     started = time.perf_counter()
     counts, vehicles = _route_and_count(scenario, _movements(net))
     record = {
