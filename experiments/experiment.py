@@ -31,6 +31,7 @@ from experiments.validation import (
     unknown_keys,
 )
 from networks import DEFAULT_NETWORK, Scenario
+from networks.demand import MODES
 from networks.demand import Demand as TrafficDemand
 from simulator import protocols
 from simulator.options import SimulationOptions, check_cleaning, check_faults
@@ -59,8 +60,8 @@ class Demand(SpecModel):
     @field_validator("mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
-        if value not in ("fixed", "resample"):
-            raise ValueError(f"unknown mode {value!r}; choose fixed or resample")
+        if value not in MODES:
+            raise ValueError(f"unknown mode {value!r}; choose {' or '.join(MODES)}")
         return value
 
     def traffic(self) -> TrafficDemand:

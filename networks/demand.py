@@ -67,6 +67,10 @@ _TIMED = {"vehicle", "trip", "flow"}
 _ROUTED = {"route", "routeDistribution"}
 
 
+MODES = ("fixed", "resample")
+"""The demand modes: the route files as they are, or a draw per seed."""
+
+
 class DemandError(ValueError):
     """A demand setting that cannot be used; the message is one line."""
 
@@ -147,7 +151,7 @@ class Demand(BaseModel):
 
 def _reason(error: ErrorDetails) -> str:
     if error["type"] == "literal_error":
-        return f"unknown {error['input']!r}; choose fixed or resample"
+        return f"unknown {error['input']!r}; choose {' or '.join(MODES)}"
     return str(error["msg"]).removeprefix("Value error, ")
 
 
