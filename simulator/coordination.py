@@ -61,7 +61,7 @@ class CoordinatedParams(WebsterParams):
 
 
 def coordinated_programs(
-    scenario: Scenario, params: CoordinatedParams | None = None
+    scenario: Scenario, params: CoordinatedParams | None = None, *, demand_scale: float = 1.0
 ) -> dict[str, SignalPlan]:
     """Webster's fixed timing with green-wave offsets from SUMO's tlsCoordinator.
 
@@ -78,6 +78,7 @@ def coordinated_programs(
     webster: dict[str, Any] = WebsterParams.model_validate(
         settings.model_dump(include=set(WebsterParams.model_fields))
     ).model_dump()
+    webster["demand_scale"] = demand_scale
     plans = webster_programs(scenario, **webster)
     if settings.common_cycle and plans:
         cycle = min(max(p.cycle_s for p in plans.values()), settings.max_cycle)

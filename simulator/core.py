@@ -181,7 +181,8 @@ class TrafficSimulation:
     def _write_program(self, program: str) -> Path:
         from simulator import programs
 
-        plans = programs.plans_for(program, self.scenario, self._settings["program_params"])
+        plans = programs.plans_for(program, self.scenario, self._settings["program_params"],
+                                   self.options)
         path = self._workdir / f"{program}.add.xml"
         programs.write_additional(plans.values(), path)
         return path

@@ -87,10 +87,10 @@ class ActuatedParams(_Params):
     """SUMO ``passing-time``: the time a vehicle takes to pass a loop, in s."""
     min_dur: float | None = Field(default=None, gt=0)
     """Shortest green in s for every green phase; None: the network's own ``minDur``
-    where it has one, else the simulation's default minimum green."""
+    where it has one, else the run's minimum green (its protocol's)."""
     max_dur: float | None = Field(default=None, gt=0)
     """Longest green in s for every green phase; None: the network's own ``maxDur``
-    where it has one, else the simulation's default maximum green."""
+    where it has one, else the run's maximum green (its protocol's)."""
     show_detectors: bool = False
     """SUMO ``show-detectors``: show the loops in sumo-gui."""
 
@@ -130,9 +130,13 @@ ProgramParams = ActuatedParams | WebsterParams
 
 
 def plans_for(
-    program: str, scenario: Scenario, params: ProgramParams | None = None
+    program: str, scenario: Scenario, params: ProgramParams | None = None,
+    options: SimulationOptions | None = None,
 ) -> dict[str, SignalPlan]:
     """The plans of program ``actuated``, ``webster`` or ``coordinated`` with ``params``.
+
+    What ``params`` leaves unset comes from the run's ``options``: the minimum and
+    maximum green of a protocol, and the demand's scale, which Webster's flows follow.
 
     Raises:
         ValueError: An unknown program, or settings of another program.
@@ -147,12 +151,15 @@ def plans_for(
     if type(settings) is not kinds[program]:  # coordinated's settings extend Webster's
         raise ValueError(f"program {program!r} takes {kinds[program].__name__}, "
                          f"not {type(settings).__name__}")
-    values: dict[str, Any] = settings.model_dump()
-    if isinstance(settings, CoordinatedParams):
-        return coordinated_programs(scenario, settings)
+    run = options if options is not None else _DEFAULT
     if isinstance(settings, ActuatedParams):
-        return actuated_programs(scenario.net, **values)
-    return webster_programs(scenario, **values)
+        return actuated_programs(scenario.net, **settings.model_dump(), min_green=run.min_green,
+                                 max_green=run.max_green)
+    if "min_green" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"min_green": run.min_green})
+    if isinstance(settings, CoordinatedParams):
+        return coordinated_programs(scenario, settings, demand_scale=run.demand.scale)
+    return webster_programs(scenario, **settings.model_dump(), demand_scale=run.demand.scale)
 
 
 # --------------------------------------------------------------------------- actuated
@@ -377,6 +384,7 @@ def webster_programs(
     min_cycle: float = 30.0,
     max_cycle: float = 120.0,
     min_green: float = _DEFAULT.min_green,
+    demand_scale: float = 1.0,
 ) -> dict[str, SignalPlan]:
     """Fixed timing re-optimised for the scenario's demand by Webster's formula.
 
@@ -406,6 +414,7 @@ def webster_programs(
         min_cycle: Shortest cycle, in seconds.
         max_cycle: Longest cycle, in seconds.
         min_green: Shortest green phase, in seconds (also given to phases without flow).
+        demand_scale: Factor on the route files' flows (the demand's ``scale``).
 
     Returns:
         Static plans with programID :data:`WEBSTER_PROGRAM_ID`, by signal id of ``net.tls_ids``.
@@ -419,7 +428,8 @@ def webster_programs(
     if min_green <= 0 or saturation_flow <= 0:
         raise ValueError("min_green and saturation_flow must be positive")
     net = scenario.net
-    flows = link_flows(net, movement_counts(scenario), scenario.horizon_s)
+    counts = {move: n * demand_scale for move, n in movement_counts(scenario).items()}
+    flows = link_flows(net, counts, scenario.horizon_s)
     plans: dict[str, SignalPlan] = {}
     for tls_id in net.tls_ids:
         ratios = critical_flow_ratios(net, tls_id, flows[tls_id], saturation_flow=saturation_flow)

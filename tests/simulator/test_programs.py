@@ -12,7 +12,7 @@ import pytest
 
 import networks
 from networks import NetworkError, Phase, Program, Scenario
-from simulator import movements
+from simulator import movements, programs
 from simulator.programs import (
     ACTUATED_PROGRAM_ID,
     WEBSTER_PROGRAM_ID,
@@ -20,11 +20,14 @@ from simulator.programs import (
     actuated_programs,
     critical_flow_ratios,
     link_flows,
+    WebsterParams,
     movement_counts,
+    plans_for,
     webster_program,
     webster_programs,
     write_additional,
 )
+from simulator.options import SimulationOptions
 from simulator.sumo import sumo_binary
 
 TLS = "GS_cluster_357187_359543"  # cologne1's only signal
@@ -185,6 +188,27 @@ def test_webster_on_cologne1(cologne1: Scenario, webster1: dict[str, SignalPlan]
         for j in ratios:
             if ratios[i] > ratios[j]:
                 assert green[i] >= green[j]
+
+
+def test_plans_follow_the_runs_demand_scale_and_green_bounds(
+    cologne1: Scenario, webster1: dict[str, SignalPlan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heavier = plans_for("webster", cologne1, options=SimulationOptions(demand="fixed,scale=1.5"))
+    # more traffic raises every critical flow ratio, so Webster's cycle grows
+    assert heavier[TLS].cycle_s > webster1[TLS].cycle_s
+    assert plans_for("webster", cologne1, options=SimulationOptions())[TLS] == webster1[TLS]
+    slow = SimulationOptions(min_green=12, max_green=70)
+    greens = [p for p in plans_for("webster", cologne1, options=slow)[TLS].program.phases
+              if p.is_green]
+    assert greens and min(p.duration for p in greens) >= 12
+    # given settings win over the run's
+    pinned = plans_for("webster", cologne1, WebsterParams(min_green=6), options=slow)
+    assert pinned[TLS] == plans_for("webster", cologne1, WebsterParams(min_green=6))[TLS]
+    # actuated greens without bounds of their own take the run's (the protocol's)
+    seen: dict[str, float] = {}
+    monkeypatch.setattr(programs, "actuated_programs", lambda net, **kw: seen.update(kw) or {})
+    plans_for("actuated", cologne1, options=slow)
+    assert (seen["min_green"], seen["max_green"]) == (12, 70)
 
 
 def test_demand_is_counted_within_the_window(cologne1: Scenario) -> None:
