@@ -1,0 +1,80 @@
+"""``greenphase benchmark``: its stages, the leaderboard, resuming, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from experiments.benchmark import TUNED, UNTUNED
+from experiments.cli import app
+from experiments.leaderboard import RESCO
+from tests.conftest import assert_bad_input
+
+runner = CliRunner()
+TINY = ["benchmark", "--smoke", "--networks", "grid-1x1", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole benchmark of one one-signal network, short horizon, a few episodes."""
+    out = tmp_path_factory.mktemp("benchmark") / "b"
+    result = runner.invoke(app, [*TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_stage_runs_and_the_leaderboard_has_every_controller(bench_dir: Path) -> None:
+    state = json.loads((bench_dir / "benchmark.json").read_text())
+    stages = state["stages"]["grid-1x1"]
+    assert set(stages) == {*(f"tune-{c}" for c in TUNED), "dqn", "eval"}
+    assert all(stage["wall_s"] >= 0 for stage in stages.values())
+    assert 3 <= stages["dqn"]["episodes"] <= 6 and stages["dqn"]["calibration_s_per_episode"] > 0
+    for controller in TUNED:
+        assert (bench_dir / "grid-1x1" / f"tune-{controller}" / "params.toml").is_file()
+    board = pd.read_csv(bench_dir / "leaderboard.csv")
+    expected = [*UNTUNED, *(f"tuned {c}" for c in TUNED), "DQN"]
+    assert board["controller"].tolist() == expected
+    assert (board["seeds"] == 2).all() and (board["mean_delay_s"] > 0).all()
+    learned = board[board["controller"] == "DQN"].iloc[0]
+    assert learned["train_episodes"] == stages["dqn"]["episodes"]
+    assert board["resco_best_learned_s"].isna().all()  # not a RESCO network
+    text = (bench_dir / "leaderboard.md").read_text()
+    assert "| grid-1x1 |" in text and "held-out" in text and "avg_timeLoss.py" in text
+    assert (bench_dir / "leaderboard.png").stat().st_size > 0
+
+
+def test_resume_skips_what_is_done_and_settings_must_match(bench_dir: Path) -> None:
+    before = (bench_dir / "leaderboard.csv").read_text()
+    again = runner.invoke(app, [*TINY, "--out", str(bench_dir), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already done") == len(TUNED) + 2
+    assert (bench_dir / "leaderboard.csv").read_text() == before
+    refused = runner.invoke(app, [*TINY, "--out", str(bench_dir)])
+    assert_bad_input(refused, "--resume")
+    other = runner.invoke(app, [*TINY, "--out", str(bench_dir), "--resume", "--seeds", "7"])
+    assert_bad_input(other, "seeds")
+    assert (bench_dir / "leaderboard.csv").read_text() == before
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--suite", "nope"], ("--suite", "nope")),
+    (["--learners", "sac"], ("--learners", "sac")),
+    (["--networks", "atlantis"], ("atlantis",)),
+    (["--protocol", "nope"], ("nope",)),
+    (["--budget-min", "0"], ("--budget-min",)),
+])
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], words: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*TINY, *args, "--out", str(tmp_path / "b")])
+    assert_bad_input(result, *words)
+    assert not (tmp_path / "b" / "benchmark.json").exists()
+
+
+def test_resco_figures_cover_the_suite() -> None:
+    from experiments.benchmark import SUITES
+
+    assert set(RESCO) == set(SUITES["resco"])
+    assert RESCO["grid4x4"].fixed is None and RESCO["cologne8"].method == "IPPO"
