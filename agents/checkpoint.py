@@ -35,8 +35,8 @@ def load(path: Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
             ValueError, AttributeError, TypeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"unreadable checkpoint {path}: {reason[:160]}") from None
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise CheckpointError(f"unreadable checkpoint {path}: {reason}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a greenphase checkpoint")
     if data.get("version") != VERSION:

@@ -29,8 +29,8 @@ class MaxPressureParams(BaseModel):
     The default ``min_hold`` was chosen on tuning demand, never on evaluation seeds:
     min_hold in {0, 5, 10, 15, 20, 30} on cologne1, cologne8, grid4x4 and ingolstadt7,
     each over three resampled draws (seeds 10000-10002), whole horizons; 10 s gave the
-    lowest mean over the networks of its delay / fixed timing's (0.49, against 0.59 with
-    no hold; ``greenphase sweep experiments/specs/defaults.toml``).
+    lowest mean over the networks of its delay / fixed timing's (0.497, against 0.584
+    with no hold; ``greenphase sweep experiments/specs/defaults.toml``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,22 +44,22 @@ class MaxPressureParams(BaseModel):
 class SOTLParams(BaseModel):
     """Settings of :class:`SOTL`.
 
-    The default ``theta`` was chosen on tuning demand, never on evaluation seeds: theta in
-    {5, 10, 20, 40, 60, 120, 250, 500} on cologne1, cologne8, grid4x4 and ingolstadt7, each
-    over three resampled draws (seeds 10000-10002), whole horizons; 10 gave the lowest mean
-    over the networks of its delay / fixed timing's (0.70, against 0.75 at 60; 5 to 40 are
-    all within 0.03; ``greenphase sweep experiments/specs/defaults.toml``). ``mu`` and
-    ``phi_min`` are those of a measurement on cologne1 and cologne8 (fixed demand, seeds
-    0-1, phi_min in {5, 10, 20}).
+    The defaults were chosen on tuning demand, never on evaluation seeds: theta, mu and
+    phi_min varied on cologne1, cologne8, grid4x4 and ingolstadt7, each over three
+    resampled draws (seeds 10000-10002), whole horizons; theta 5, mu 0 and phi_min 15 gave
+    the lowest mean over the networks of delay / fixed timing's (0.535, against 0.704 for
+    theta 5 with Cools et al.'s platoon rule mu 3 and phi_min 10; letting a platoon of up
+    to mu vehicles finish held greens too long here; ``greenphase sweep
+    experiments/specs/defaults.toml``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    theta: float = Field(default=10.0, gt=0)
+    theta: float = Field(default=5.0, gt=0)
     """Vehicle-seconds at red that ask for a switch."""
-    mu: int = Field(default=3, ge=0)
-    """Largest platoon on green that is let through first."""
-    phi_min: float = Field(default=10.0, ge=0)
+    mu: int = Field(default=0, ge=0)
+    """Largest platoon on green that is let through first (0: none)."""
+    phi_min: float = Field(default=15.0, ge=0)
     """Shortest green SOTL grants, in seconds."""
 
 

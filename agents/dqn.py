@@ -7,6 +7,12 @@ over the first ``exploration`` share of the decision steps (Mnih et al.,
 "Human-level control through deep reinforcement learning", Nature 518, 2015;
 van Hasselt, Guez, Silver, "Deep Reinforcement Learning with Double
 Q-learning", AAAI 2016).
+
+With several simulations stepping at once, one :meth:`DQN.observe` brings
+every simulation's step, and the learner counts each as a decision step of
+its own: exploration, ``train_every`` and the schedules run as if the
+simulations had run one after the other, so N simulations make N times the
+updates of one in a call, and learn as much from each transition as one does.
 """
 
 from __future__ import annotations
@@ -146,7 +152,8 @@ class DQN(Learner):
         net: the online Q-network.
         config: DQN settings.
         optim: optimiser, schedule and batch settings.
-        total_steps: decision steps planned for the whole training (for the schedules).
+        total_steps: decision steps planned for the whole training, of all simulations
+            together (for the schedules).
         rng: random generator for exploration and sampling.
     """
 
@@ -161,6 +168,7 @@ class DQN(Learner):
         self.buffer = ReplayBuffer(config.buffer_size, net.obs_size)
         self.stepper = GradientStepper(net, optim, max(1, total_steps // config.train_every))
         self.steps = 0
+        """Decision steps observed, of all simulations together."""
 
     @property
     def epsilon(self) -> float:
@@ -179,12 +187,17 @@ class DQN(Learner):
 
     def observe(self, obs: torch.Tensor, agent: torch.Tensor, action: np.ndarray,
                 reward: np.ndarray, next_obs: torch.Tensor) -> list[dict[str, float]]:
-        """Store one decision step's transitions; update when due. Returns the update logs."""
+        """Store one decision step's transitions; update when due. Returns the update logs.
+
+        The rows may hold the step of several simulations, each with every intersection.
+        """
         self.buffer.add(obs.numpy(), agent.numpy(), action, reward, next_obs.numpy())
-        self.steps += 1
-        if not update_due(self.config, self.steps, self.buffer.size):
-            return []
-        return [self.update()]
+        logs = []
+        for _ in range(max(1, len(agent) // len(self.net.obs_dims))):  # each simulation's step
+            self.steps += 1
+            if update_due(self.config, self.steps, self.buffer.size):
+                logs.append(self.update())
+        return logs
 
     def update(self) -> dict[str, float]:
         """One gradient step on a batch from the replay buffer."""

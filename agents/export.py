@@ -40,7 +40,6 @@ import copy
 import io
 import json
 import logging
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -55,6 +54,7 @@ from agents.errors import CheckpointError, TrainedPolicyError
 from agents.models import MASKED, SignalNetwork
 from agents.names import FORMATS, QUANTIZATIONS
 from agents.policy import load_policy, policy_options
+from networks import scratch
 from networks.files import write_bytes
 
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -304,7 +304,7 @@ def onnx_bytes(module: EdgePolicy, meta: dict[str, Any], quantize: str | None,
     except ImportError as err:
         raise ExportError(f"ONNX export needs the edge extra (pip install 'greenphase[edge]'): "
                           f"{err}") from None
-    with tempfile.TemporaryDirectory(prefix="greenphase-onnx-") as tmp:
+    with scratch.temporary("onnx") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         with quiet_exporters():
             # the TorchScript-based exporter: about 100 times faster here than the

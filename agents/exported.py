@@ -100,8 +100,9 @@ class OnnxRuntime(EdgeRuntime):
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:160] if text else type(err).__name__
+    """The error's message whole, on one line (the line may wrap)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 def _check_meta(text: str, path: Path) -> dict[str, Any]:

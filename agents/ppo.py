@@ -5,10 +5,17 @@ estimate; with a shared network every intersection's samples train the same
 weights. (Schulman et al., "Proximal Policy Optimization Algorithms", 2017;
 "High-Dimensional Continuous Control Using Generalized Advantage
 Estimation", ICLR 2016.)
+
+With several simulations stepping at once, each :meth:`PPO.observe` holds
+every simulation's rows, each intersection of each simulation its own
+trajectory, and :meth:`PPO.end_of_episode` closes one episode per simulation.
+A loop may act on the next step before it observes the last one (to learn
+while the simulations run): the sampled steps wait in order for their rewards.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, ClassVar
 
 import numpy as np
@@ -66,6 +73,8 @@ class PPO(Learner):
         self.steps = 0
         self._episode: list[dict[str, torch.Tensor]] = []
         self._batch: list[dict[str, torch.Tensor]] = []
+        self._batch_episodes = 0
+        self._pending: deque[dict[str, torch.Tensor]] = deque()  # sampled, awaiting a reward
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, agent: torch.Tensor, *, explore: bool) -> np.ndarray:
@@ -75,14 +84,14 @@ class PPO(Learner):
             return logits.argmax(dim=1).numpy()
         dist = Categorical(logits=logits)
         action = dist.sample()
-        self._pending = {"obs": obs, "agent": agent, "action": action,
-                         "logp": dist.log_prob(action), "value": value}
+        self._pending.append({"obs": obs, "agent": agent, "action": action,
+                              "logp": dist.log_prob(action), "value": value})
         return action.numpy()
 
     def observe(self, obs: torch.Tensor, agent: torch.Tensor, action: np.ndarray,
                 reward: np.ndarray, next_obs: torch.Tensor) -> list[dict[str, float]]:
-        """Record the step the last :meth:`act` sampled; learning waits for the episode's end."""
-        step = dict(self._pending)
+        """Record the oldest step :meth:`act` sampled; learning waits for the episode's end."""
+        step = self._pending.popleft()
         step["reward"] = torch.as_tensor(reward, dtype=torch.float32)
         self._episode.append(step)
         self._last_obs, self._last_agent = next_obs, agent
@@ -90,17 +99,19 @@ class PPO(Learner):
         return []
 
     def end_of_episode(self) -> list[dict[str, float]]:
-        """Close the episode's trajectories; update once enough episodes are in."""
+        """Close the episodes' trajectories; update once enough episodes are in."""
+        self._pending.clear()
         if not self._episode:
             return []
         with torch.no_grad():
             _, last_value = self.net(self._last_obs, self._last_agent)
         self._batch.append(self._advantages(self._episode, last_value))
+        self._batch_episodes += max(1, len(self._last_agent) // len(self.net.obs_dims))
         self._episode = []
-        if len(self._batch) < self.config.episodes_per_update:
+        if self._batch_episodes < self.config.episodes_per_update:
             return []
         data = {k: torch.cat([b[k] for b in self._batch]) for k in self._batch[0]}
-        self._batch = []
+        self._batch, self._batch_episodes = [], 0
         return self._update(data)
 
     def _advantages(self, episode: list[dict[str, torch.Tensor]],
@@ -152,7 +163,8 @@ class PPO(Learner):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly, between episodes."""
         return {"net": self.net.state_dict(), "stepper": self.stepper.state_dict(),
-                "steps": self.steps, "batch": list(self._batch)}
+                "steps": self.steps, "batch": list(self._batch),
+                "batch_episodes": self._batch_episodes}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
@@ -160,3 +172,4 @@ class PPO(Learner):
         self.stepper.load_state_dict(state["stepper"])
         self.steps = int(state["steps"])
         self._batch = list(state.get("batch", []))
+        self._batch_episodes = int(state.get("batch_episodes", len(self._batch)))

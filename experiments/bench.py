@@ -132,7 +132,11 @@ def _time_sumo(scenario: Scenario, row: str = "sumo") -> float:
 # builds the environment, and returns the untimed-until-called episode.
 
 
-def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
+def sumo_rl_env(scenario: Scenario, *, fixed: bool = False, single_agent: bool = False) -> Any:
+    """sumo-rl's ``SumoEnvironment`` on libsumo over the scenario's files and horizon.
+
+    Decisions every :data:`DELTA_TIME` seconds, SUMO seed :data:`SEED`, no outputs.
+    """
     # sumo-rl picks traci or libsumo when it is imported, and raises ImportError
     # unless SUMO_HOME is set: both must be in the environment first.
     os.environ["LIBSUMO_AS_TRACI"] = "1"
@@ -151,7 +155,7 @@ def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
             begin_time=scenario.begin,
             num_seconds=scenario.horizon_s,
             delta_time=DELTA_TIME,
-            single_agent=False,
+            single_agent=single_agent,
             fixed_ts=fixed,
             sumo_seed=SEED,
             add_system_info=False,
@@ -159,6 +163,11 @@ def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
             sumo_warnings=False,
             additional_sumo_cmd="--no-step-log true",
         )
+    return env
+
+
+def _sumo_rl_episode(scenario: Scenario, *, fixed: bool) -> Callable[[], None]:
+    env = sumo_rl_env(scenario, fixed=fixed)
     spaces = {ts: env.action_spaces(ts) for ts in env.ts_ids}
     for i, space in enumerate(spaces.values()):
         space.seed(SEED + i)
@@ -243,7 +252,12 @@ def _worker_main() -> None:
     os.close(devnull)
     sys.stdout = open(os.devnull, "w")  # lives as long as the worker
     try:
-        episode = _BUILDERS[row](scenario)
+        if row in _BUILDERS:
+            episode = _BUILDERS[row](scenario)
+        else:  # a learning row of ``bench --train``
+            from experiments.bench_train import learning_run
+
+            episode = learning_run(row, scenario)
         started = time.perf_counter()
         episode()
         reply: dict[str, Any] = {"wall_s": time.perf_counter() - started}

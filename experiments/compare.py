@@ -10,6 +10,7 @@ pipeline (:func:`experiments.sweep.execute`) into the one results layout, plus t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from experiments import layout, results, store
 from experiments.executor import Executor, InProcessExecutor, SweepError
 from experiments.spec import Demand, Experiment, Sensors, Signals, Sweep
 from experiments.summary import REFERENCE, SUMMARY_KPIS, records, summarize
-from experiments.sweep import execute
+from experiments.sweep import WriteFailed, execute
 from networks import NetworkError, Scenario
 from simulator.metrics import KPI_NAMES
 from simulator.options import SimulationOptions
@@ -48,6 +49,9 @@ class Comparison:
 
     options: SimulationOptions = SimulationOptions()
     """How the runs were simulated (their demand and protocol)."""
+    error: str = ""
+    """Why the results could not all be written (a full disk): what was kept, and where.
+    The runs and summary are those that finished; empty when everything was written."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``compare --json`` document of DESIGN.md."""
@@ -101,7 +105,9 @@ def experiment_of(scenario: Scenario, controllers: Sequence[str], seeds: Sequenc
                              "routes": tuple(str(r) for r in scenario.route_files)}
     with contextlib.suppress(NetworkError):
         registered = networks.get(scenario.name)
-        if Path(registered.net_file).resolve() == Path(scenario.net_file).resolve():
+        if (Path(registered.net_file).resolve() == Path(scenario.net_file).resolve()
+                and [Path(r).resolve() for r in registered.route_files]
+                == [Path(r).resolve() for r in scenario.route_files]):
             where = {"network": scenario.name}
     return Experiment(
         name=name, **where, begin=scenario.begin, end=scenario.end,
@@ -142,6 +148,7 @@ def compare(
     folder: Path | None = None,
     executor: Executor | None = None,
     kind: str = "compare",
+    overwrite: bool = False,
     on_step: Callable[[str, int, float], None] | None = None,
 ) -> Comparison:
     """Run every controller with every seed on the scenario; the same seeds for each.
@@ -151,18 +158,24 @@ def compare(
         controllers: Controller names, the reference first (:func:`validate_controllers`).
         seeds: SUMO seeds.
         options: How the scenario is simulated.
-        folder: The results folder (default: a temporary one, removed at the end); a
-            comparison already there is replaced.
+        folder: The results folder (default: a temporary one, removed at the end).
         executor: Where the runs run (default: one after another in this process).
         kind: ``compare`` or ``evaluate``, as the manifest names it.
+        overwrite: Replace a comparison already in ``folder`` (:func:`layout.claim`).
         on_step: Called with (controller, seed, simulated time) after each decision step
             (in this process only).
 
+    Returns:
+        The comparison; if its results could not all be written (a full disk), the runs
+        that finished, with :attr:`Comparison.error` saying what the folder kept.
+
     Raises:
-        SweepError: The folder holds a sweep.
-        experiments.results.OutputError: The folder cannot be written.
+        experiments.results.OutputError: The folder holds other results or cannot be
+            written.
         Exception: A run that fails in this process raises its error.
     """
+    if folder is not None:
+        layout.claim(folder, kind, overwrite=overwrite)
     # the folder names the experiment, as it titles the folder's report
     name = (Path(folder).resolve().name if folder is not None else "") or kind
     plan = Sweep(experiment_of(scenario, controllers, seeds, options, name=name))
@@ -171,8 +184,14 @@ def compare(
         executor = InProcessExecutor(on_step=hook, raise_errors=True)
     started = time.perf_counter()
     with results.folder_or_temporary(folder, "compare") as where:
-        result = execute(plan, where, executor=executor, retries=0, kind=kind,
-                         overwrite=layout.replaces(where, ("compare", "evaluate")))
+        try:
+            result = execute(plan, where, executor=executor, retries=0, kind=kind,
+                             overwrite=layout.replaces(where, ("compare", "evaluate")))
+        except WriteFailed as err:
+            rows = store.rows_frame(err.rows)
+            kept = f"kept {err.kept} finished run(s) of {len(plan.units)} in {where / store.STORE}"
+            return Comparison(scenario, runs_of(rows), summary_of(rows), plan.base.options,
+                              error=f"{err}; {kept if folder is not None else 'nothing kept'}")
         if result.failures:
             failure = result.failures[0]
             raise SweepError(f"{failure['controller']} seed {failure['seed']} failed: "
@@ -183,7 +202,12 @@ def compare(
                f"{time.perf_counter() - started:.1f} s on {result.workers} {result.backend} "
                "worker(s)\n")
         if folder is not None:
-            write(comparison, result.runs, where, log=log)
+            try:
+                write(comparison, result.runs, where, log=log)
+            except OSError as err:
+                return dataclasses.replace(comparison, error=(
+                    f"cannot write {err.filename or where}: {err.strerror or err}; kept all "
+                    f"{len(comparison.runs)} runs in {where / store.STORE}"))
     return comparison
 
 

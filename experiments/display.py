@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from simulator.processes import dying_with_this_process
+
 SCREEN = "1280x1024x24"
 """The virtual screen: sumo-gui's window (and so its screenshots) fits inside it."""
 FIRST_DISPLAY = 100
@@ -60,7 +62,8 @@ def _start_xvfb(xvfb: str, timeout_s: float) -> tuple[subprocess.Popen[bytes], s
             continue
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(
-                [xvfb, f":{number}", "-screen", "0", SCREEN, "-nolisten", "tcp"],
+                dying_with_this_process(
+                    [xvfb, f":{number}", "-screen", "0", SCREEN, "-nolisten", "tcp"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             )
             socket = X11_SOCKETS / f"X{number}"

@@ -16,7 +16,8 @@ Ray.
 - :class:`PoolExecutor`: a :class:`concurrent.futures.ProcessPoolExecutor` of spawned
   workers. A killed worker breaks the pool: the runs in flight are recorded as failed,
   the pool is rebuilt, and those runs are retried one at a time, so the run that kills
-  its worker is the only one that keeps failing.
+  its worker is the only one that keeps failing. The workers leave Ctrl-C to the
+  parent and end with it, however it ends.
 - :class:`RayExecutor`: the same runs as Ray tasks (``pip install 'greenphase[ray]'``),
   on a local Ray or a cluster at ``address``. Every node needs greenphase installed;
   learned controllers also need the results folder on a filesystem the nodes share.
@@ -44,7 +45,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from networks import scratch
 from simulator.metrics import KPI_NAMES, delay_over_time
+from simulator.processes import follow_parent, interrupts_deferred
+from simulator.sumo import SimulationFailed, described
 
 if TYPE_CHECKING:
     from experiments.units import RunUnit
@@ -63,6 +67,10 @@ class SweepError(ValueError):
     """Runs that cannot start (bad options, a store in the way, no ray); one line."""
 
 
+class RunFailed(RuntimeError):
+    """A run failed while it ran (not bad input found before it): names the run and why."""
+
+
 # ------------------------------------------------------------------ in the worker
 @dataclass
 class Outcome:
@@ -75,9 +83,10 @@ class Outcome:
     finished: str = ""
     """UTC time it ended."""
     error: str = ""
-    """Why it failed: the exception's type and first line."""
+    """Why it failed: the exception's type and its whole message (:func:`one_line`)."""
     retry: bool = True
-    """Whether trying again could help (a diverged training would diverge again)."""
+    """Whether trying again could help: not after bad input found during the run (SUMO
+    refused it, a controller raised) or a diverged training; after a crash, yes."""
     kpis: dict[str, float] = field(default_factory=dict)
     """The metrics of :data:`simulator.metrics.KPI_NAMES`."""
     wall_s: float = math.nan
@@ -106,9 +115,11 @@ def now() -> str:
 
 
 def one_line(err: BaseException) -> str:
-    """An exception as ``Type: first line``."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    """An exception as ``Type: message``, the whole message on one line.
+
+    A :class:`~simulator.sumo.SimulationFailed` message already says what failed.
+    """
+    return str(err) if isinstance(err, SimulationFailed) else described(err)
 
 
 def peak_rss_mb() -> float:
@@ -190,13 +201,28 @@ def run_unit(unit: RunUnit, folder: str, on_step: Callable[[float], None] | None
     except _TrainingStopped as err:
         out.status, out.error, out.retry = "failed", str(err), False
     except Exception as err:  # noqa: BLE001 - a failed run is recorded; the others go on
+        if raise_errors and isinstance(err, SimulationFailed):
+            raise RunFailed(f"{unit.label} on {unit.network}, seed {unit.seed}, failed: "
+                            f"{one_line(err)}") from err
         if raise_errors:
             raise
         out.status, out.error = "failed", one_line(err)
+        out.retry = not (isinstance(err, SimulationFailed) and err.deterministic)
     out.wall_s = time.perf_counter() - began
     out.finished = now()
     out.worker_rss_mb = peak_rss_mb()
     return out
+
+
+def stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """End a pool's workers now, their runs unfinished (an interrupt: nothing waits)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for process in workers:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.join(timeout=2)
+    scratch.remove_stale()  # the folders of the workers just ended
 
 
 def died(started: str, why: str) -> Outcome:
@@ -290,7 +316,8 @@ class PoolExecutor:
             """Hand a run to the pool; False when the pool broke before it could take it."""
             assert pool is not None
             try:
-                inflight[pool.submit(run_unit, unit, str(folder))] = (unit, now())
+                with interrupts_deferred():  # the pool may start a worker here
+                    inflight[pool.submit(run_unit, unit, str(folder))] = (unit, now())
             except BrokenProcessPool:
                 return False
             return True
@@ -298,7 +325,11 @@ class PoolExecutor:
         try:
             while queue or suspects or inflight:
                 if pool is None:
-                    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+                    # else a worker outlives a killed parent, blocked on a queue nobody
+                    # writes or a pipe nobody reads, its simulation server beside it
+                    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                  initializer=follow_parent,
+                                                  initargs=(os.getpid(),))
                 refused = False
                 if suspects and not inflight:
                     unit = suspects.popleft()
@@ -340,6 +371,11 @@ class PoolExecutor:
                 if broken:
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = None
+        except BaseException:  # an interrupt above all: the workers' runs are abandoned
+            if pool is not None:
+                stop_workers(pool)
+                pool = None
+            raise
         finally:
             if pool is not None:
                 pool.shutdown(wait=self.wait, cancel_futures=True)

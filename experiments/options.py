@@ -16,8 +16,10 @@ from pydantic import ValidationError
 
 import networks
 from agents.named import split_names
+from experiments.limits import TooLargeError, check_horizon
 from networks import DEFAULT_NETWORK, Scenario
 from networks.demand import Demand, DemandError
+from networks.due import check_due
 from simulator import protocols
 from simulator.cleaning import CLEANINGS
 from simulator.faults import FaultConfig, FaultConfigError
@@ -74,9 +76,29 @@ def simulation_options(protocol: str, network: str | None, **explicit: Any) -> S
 
 def scenario_from(
     network: str | None, net: Path | None, routes: list[Path] | None,
-    begin: int | None, end: int | None,
+    begin: int | None, end: int | None, *, allow_large: bool = False,
 ) -> Scenario:
-    """The scenario the options name: a registered network, or a user's net and routes."""
+    """The scenario the options name: a registered network, or a user's net and routes.
+
+    Checked before anything runs: a vehicle is due in the horizon, and the horizon is
+    at most a day unless ``allow_large`` (:mod:`experiments.limits`).
+
+    Raises:
+        BadInput: Options that contradict each other, or a horizon above the limit.
+        NetworkError: An unknown network, unreadable files, an impossible horizon, or one
+            in which no vehicle is due (:class:`networks.demand.NoVehiclesError`).
+    """
+    scenario = _named_scenario(network, net, routes, begin, end)
+    try:
+        check_horizon(scenario.horizon_s, allow_large=allow_large)
+    except TooLargeError as err:
+        raise BadInput(f"--begin/--end: {err}") from None
+    check_due(scenario)
+    return scenario
+
+
+def _named_scenario(network: str | None, net: Path | None, routes: list[Path] | None,
+                    begin: int | None, end: int | None) -> Scenario:
     if net is not None:
         if network is not None:
             raise BadInput("give either --network or --net/--routes, not both")
@@ -106,12 +128,15 @@ class ScenarioOptions:
     """Simulated start in s (default: the network's)."""
     end: int | None = None
     """Simulated end in s (default: the network's)."""
+    allow_large: bool | None = None
+    """``--allow-large``: a horizon above a day is run (:mod:`experiments.limits`)."""
 
     def scenario(self, default: str | None = None) -> Scenario:
         """The scenario named; the ``default`` network when neither a network nor a net is."""
         named = self.network is not None or self.net is not None
         return scenario_from(self.network if named else default, self.net,
-                             list(self.routes or []), self.begin, self.end)
+                             list(self.routes or []), self.begin, self.end,
+                             allow_large=bool(self.allow_large))
 
     def scenario_if_named(self) -> Scenario | None:
         """:meth:`scenario` when the options name a network at all, else None (a run's own)."""

@@ -50,7 +50,9 @@ class Bar:
         ]
         if remaining:
             columns += [TextColumn("left"), TimeRemainingColumn()]
-        self.progress = Progress(*columns, console=err_console, transient=True)
+        # off a terminal a transient bar shows nothing but would leave an empty line
+        self.progress = Progress(*columns, console=err_console, transient=True,
+                                 disable=not err_console.is_terminal)
         self.description = description
         self.total = total
         self.task = TaskID(0)

@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from experiments import results
 from experiments.display import DisplayError, display
 from experiments.replay_plan import Replay, ReplayError, plan
 from experiments.runner import run_episode
+from networks import scratch
 from simulator import TrafficSimulation
 from simulator.options import SimulationOptions
 from simulator.sumo import sumo_binary, sumo_home
@@ -213,7 +213,7 @@ def replay(
         last = scenario.begin + math.ceil(times[-1] / step_s) * step_s
         scenario = dataclasses.replace(scenario, end=math.ceil(last + step_s))
         delay_ms = 0
-    with tempfile.TemporaryDirectory(prefix="greenphase-replay-") as tmp:
+    with scratch.temporary("replay") as tmp:
         workdir = Path(tmp)
         settings = workdir / "gui-settings.xml"
         settings.write_text(gui_settings(scenario.net_file, delay_ms=delay_ms))

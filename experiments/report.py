@@ -10,6 +10,11 @@ A results folder (:mod:`experiments.layout`, old layouts included) becomes:
   simulated horizon, per controller (mean over seeds);
 - ``plots/learning_curves.png``: evaluation delay against training episodes, where a
   controller was trained.
+
+A folder with a damaged file gets no report: every damaged file is named in one line
+(:class:`experiments.results.DamagedFileError`), since means and confidence intervals
+over the runs that happen to read would pass for the whole plan's. ``sweep --resume``
+sets damaged runs aside and runs them again.
 """
 
 from __future__ import annotations

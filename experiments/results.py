@@ -13,21 +13,116 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from networks import scratch
 from networks.files import atomic_write, write_text
 
-__all__ = ["OutputError", "atomic_write", "ensure_writable", "folder_or_temporary", "plain",
-           "pyplot", "save_figure", "toml_text", "write_json", "write_parquet",
-           "write_summary", "write_text", "write_toml"]
+__all__ = ["DamagedFileError", "OutputError", "atomic_write", "damage", "ensure_writable",
+           "folder_or_temporary", "plain", "pyplot", "read_json", "read_parquet",
+           "save_figure", "toml_text", "write_json", "write_parquet", "write_summary",
+           "write_text", "write_toml", "WriteFailed"]
 
 
 class OutputError(ValueError):
     """A results directory that cannot be written; the message is one line."""
+
+
+class DamagedFileError(OutputError):
+    """Results files that cannot be read back; the message names each, in one line."""
+
+    def __init__(self, damaged: Mapping[Path, str], hint: str = "") -> None:
+        self.damaged = dict(damaged)
+        names = "; ".join(f"{path} ({why})" for path, why in self.damaged.items())
+        count = len(self.damaged)
+        super().__init__(f"{count} damaged file{'s' if count > 1 else ''}: {names}"
+                         + (f"; {hint}" if hint else ""))
+
+
+class WriteFailed(OSError):
+    """A finished run could not be stored (a full disk): the runs stored before are kept.
+
+    Attributes:
+        folder: The results folder.
+        rows: Every run finished in this invocation, as store rows, stored or not.
+        kept: Runs the store holds.
+    """
+
+    def __init__(self, folder: Path, cause: OSError, rows: list[dict[str, Any]],
+                 kept: int) -> None:
+        where = cause.filename or folder
+        super().__init__(cause.errno, f"cannot write {where}: {cause.strerror or cause}")
+        self.folder, self.rows, self.kept = folder, rows, kept
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def damage(path: Path, err: BaseException | None = None) -> str:
+    """Why a file could not be read, in a few words (empty, truncated, not Parquet, ...)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(0, size - 4))
+            tail = handle.read(4)
+    except OSError as os_err:
+        return f"unreadable: {os_err.strerror or os_err}"
+    if size == 0:
+        return "empty, 0 bytes"
+    if path.suffix == ".parquet":
+        if head == PARQUET_MAGIC and tail != PARQUET_MAGIC:
+            return f"truncated, {size} bytes"
+        if head != PARQUET_MAGIC:
+            return "not a Parquet file"
+    return str(err).splitlines()[0] if err is not None and str(err).strip() else "unreadable"
+
+
+def read_parquet(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A Parquet file as a DataFrame, refusing a damaged one or one without ``columns``.
+
+    Raises:
+        DamagedFileError: The file cannot be read, or lacks one of ``columns``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as err:
+        raise DamagedFileError({path: damage(path, err)}) from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DamagedFileError({path: f"no column {', '.join(missing)}"})
+    return frame
+
+
+def read_json(path: Path) -> Any:
+    """A JSON document, refusing a damaged one.
+
+    Raises:
+        DamagedFileError: The file cannot be read or is not JSON.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        reason = damage(path, err)
+        if isinstance(err, ValueError) and reason != "empty, 0 bytes":
+            reason = "not JSON"
+        raise DamagedFileError({path: reason}) from None
 
 
 def ensure_writable(folder: Path) -> Path:
@@ -59,7 +154,7 @@ def folder_or_temporary(folder: Path | None, kind: str) -> Iterator[Path]:
     if folder is not None:
         yield Path(folder)
         return
-    with tempfile.TemporaryDirectory(prefix=f"greenphase-{kind}-") as tmp:
+    with scratch.temporary(kind) as tmp:
         yield Path(tmp)
 
 

@@ -68,8 +68,10 @@ from experiments.experiment import (
     Signals,
 )
 from experiments.results import plain
+from experiments.spec_checks import check_name, check_options
 from experiments.units import LEARNED, RunUnit, training_table
 from experiments.validation import (
+    Bool,
     Int,
     Keyed,
     SpecError,
@@ -81,6 +83,7 @@ from experiments.validation import (
     twice,
 )
 from networks import NetworkError
+from networks.due import check_due
 
 __all__ = ["DEFAULT_CONTROLLERS", "DISTRIBUTIONS", "LEARNED", "REFERENCE",
            "TRAINING_EVAL_SEED_FLOOR", "Demand", "Experiment", "RandomAxis", "RunUnit",
@@ -88,7 +91,8 @@ __all__ = ["DEFAULT_CONTROLLERS", "DISTRIBUTIONS", "LEARNED", "REFERENCE",
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int")
 """Random-axis distributions besides a list of choices."""
-_NOT_AXES = {"name": "the name is not an axis", "controllers": "every point runs every controller",
+_NOT_AXES = {"name": "the name is not an axis", "allow_large": "it is the whole spec's",
+             "controllers": "every point runs every controller",
              "seeds": "every point runs every seed"}
 
 
@@ -201,6 +205,9 @@ class Sweep(SpecModel):
     """Random draws; at least 1 with random axes, 0 without."""
     sample_seed: Int = Field(default=0, ge=0)
     """Seed of the random draws: the same seed draws the same points (and hashes)."""
+    allow_large: Bool = False
+    """Run work above the sane limits (:mod:`experiments.limits`), as ``--allow-large``
+    does; the spec's top-level key ``allow_large``."""
 
     def __init__(self, base: Experiment | None = None, /, **data: Any) -> None:
         super().__init__(**({"base": base} if base is not None else {}), **data)
@@ -209,6 +216,7 @@ class Sweep(SpecModel):
 
     @model_validator(mode="after")
     def _axes(self) -> Sweep:
+        check_name(self.base.name)
         paths = [p for p, _ in self.grid] + [a.path for a in self.random]
         for path in paths:
             try:
@@ -277,8 +285,10 @@ class Sweep(SpecModel):
                                     if p in ("network", "net", "routes")), "network")
                 try:
                     resolved[key] = exp.resolved()
+                    check_due(resolved[key].scenario())
                 except NetworkError as err:
                     raise SpecError(f"{network_key}: {err}") from None
+                check_options(exp, point)
             for controller in exp.run_controllers:
                 for seed in exp.seeds:
                     unit = RunUnit(resolved[key], controller, seed, point)
@@ -288,6 +298,8 @@ class Sweep(SpecModel):
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain values (``load`` reads back the same sweep)."""
         data = self.base.to_dict()
+        if self.allow_large:
+            data["allow_large"] = True
         if self.single:
             return data
         table: dict[str, Any] = {}
@@ -345,7 +357,7 @@ def _random_axis(path: str, value: Any) -> RandomAxis:
         raise SpecError(f"sweep.random.{err}") from None
 
 
-def _sweep_from(table: Any, base: Experiment) -> Sweep:
+def _sweep_from(table: Any, base: Experiment, allow: Mapping[str, Any]) -> Sweep:
     if not isinstance(table, Mapping):
         raise SpecError(f"sweep: must be a table, got {table!r}")
     known = ("grid", "random", "samples", "sample_seed")
@@ -366,7 +378,7 @@ def _sweep_from(table: Any, base: Experiment) -> Sweep:
             for path, value in _flatten(random_table, "", random_axes=True)]
     counts = {k: table[k] for k in ("samples", "sample_seed") if k in table}
     try:
-        return Sweep(base, grid=tuple(grid), random=tuple(axes), **counts)
+        return Sweep(base, grid=tuple(grid), random=tuple(axes), **counts, **allow)
     except SpecError as err:
         text = str(err)
         raise SpecError(f"sweep.{text}" if text.split(":")[0] in counts else text) from None
@@ -374,7 +386,7 @@ def _sweep_from(table: Any, base: Experiment) -> Sweep:
 
 def _experiment_from(data: dict[str, Any], source: Path) -> Experiment:
     data = dict(data)
-    data.setdefault("name", source.name.removesuffix(".toml"))
+    data.setdefault("name", source.name.removesuffix(".toml").lstrip(".") or "experiment")
     # files are relative to the spec, so a spec works from any directory
     for key in ("net", "routes"):
         value = data.get(key)
@@ -386,20 +398,38 @@ def _experiment_from(data: dict[str, Any], source: Path) -> Experiment:
     return Experiment(**data)
 
 
-def parse(text: str, source: Path) -> Sweep:
-    """A spec from TOML text; ``source`` names the file (relative paths are read from there).
+def read(text: str, source: Path) -> Sweep:
+    """:func:`parse` without expanding the points: the base experiment and the axes.
 
     Raises:
         SpecError: One line naming the file and the key.
     """
     try:
         data = tomllib.loads(text)
+        if not data:
+            raise SpecError("the spec is empty: give at least a network or controllers "
+                            "(examples in experiments/specs/)")
         sweep_table = data.pop("sweep", None)
+        allow = {"allow_large": data.pop("allow_large")} if "allow_large" in data else {}
         base = _experiment_from(data, source)
-        plan = Sweep(base) if sweep_table is None else _sweep_from(sweep_table, base)
-        plan.units  # noqa: B018 - expands and resolves every point now, so errors come here
+        if sweep_table is None:
+            return Sweep(base, **allow)
+        return _sweep_from(sweep_table, base, allow)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: malformed TOML: {err}") from None
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
+def parse(text: str, source: Path) -> Sweep:
+    """A spec from TOML text; ``source`` names the file (relative paths are read from there).
+
+    Raises:
+        SpecError: One line naming the file and the key.
+    """
+    plan = read(text, source)
+    try:
+        plan.units  # noqa: B018 - expands and resolves every point now, so errors come here
     except SpecError as err:
         raise SpecError(f"{source}: {err}") from None
     return plan
@@ -413,8 +443,18 @@ def load(path: str | Path) -> Sweep:
             type or impossible; the one-line message names the file and the key.
     """
     path = Path(path)
+    return parse(spec_text(path), path)
+
+
+def spec_text(path: Path) -> str:
+    """The text of a spec file.
+
+    Raises:
+        SpecError: It cannot be read.
+    """
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec: {err.strerror or err}") from None
-    return parse(text, path)
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a spec: not UTF-8 text") from None

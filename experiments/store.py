@@ -7,12 +7,17 @@
         failed/<hash>.<attempt>.parquet  a failed attempt: one row, status "failed", its error
         trips/<hash>.parquet             a finished run's per-trip rows (when the spec keeps them)
         curves/<hash>.parquet            a learned controller's training curve, one row per episode
+        damaged/runs/<hash>.parquet ...  files found damaged, set aside by ``sweep --resume``
         .lock                            held by the sweep writing here
 
 Every file is written to a temporary name and renamed into place, and a run's row is
 written after its trips and curves: a run is in the store entirely or not at all, so a
 sweep killed at any moment (even by SIGKILL) resumes without losing or repeating one.
 The sweep's parent process is the only writer. :func:`read` concatenates the rows.
+
+A file damaged after the fact (a truncated copy, a full disk, a stray edit) is never
+read as a run: :func:`read` names every damaged file in one line, and a resumed sweep
+moves them to ``damaged/`` (:meth:`Store.set_aside_damaged`) and runs their runs again.
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ delay of trips binned by scheduled departure); ``trips`` and ``curves`` are path
 the results directory, or empty; ``spec`` is the resolved run as JSON."""
 
 STATUSES = ("ok", "failed")
+REQUIRED = ("hash", "status", "controller", "seed", "mean_delay_s")
+"""The columns without which a file of the store is damaged (older stores may lack others,
+which read as missing values)."""
+DAMAGED = "damaged"
+"""The store's folder of files set aside as damaged."""
+RESUME_HINT = "`greenphase sweep --resume` moves them to store/damaged/ and runs them again"
 
 
 class StoreBusyError(results.OutputError):
@@ -161,9 +172,35 @@ class Store:
 
     def clear(self) -> None:
         """Remove every stored run and attempt (``--overwrite``); the lock stays held."""
+        shutil.rmtree(self.root / DAMAGED, ignore_errors=True)
         for sub in ("runs", "failed", "trips", "curves"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
             (self.root / sub).mkdir(parents=True)
+
+    def set_aside_damaged(self) -> list[Path]:
+        """Move damaged files to ``damaged/`` (a run's trips and curves with it); return them.
+
+        A run whose row, trips or curves file is damaged is no longer finished, so a
+        resumed sweep runs it again; nothing is deleted.
+        """
+        moved = []
+        for path in damaged(self.folder):
+            run_hash = path.name.split(".", 1)[0]
+            group = [path]
+            if path.parent.name in ("runs", "trips", "curves"):
+                group = [self.run_path(run_hash), self.trips_path(run_hash),
+                         self.curves_path(run_hash)]
+            for file in group:
+                if file.is_file():
+                    target = self.root / DAMAGED / file.parent.name / file.name
+                    copies = 0
+                    while target.exists():  # an earlier damaged copy is kept too
+                        copies += 1
+                        target = target.with_name(f"{file.name}.{copies}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(file, target)
+                    moved.append(target)
+        return moved
 
     def write_run(
         self, row: Mapping[str, Any], *, trips: pd.DataFrame | None = None,
@@ -209,16 +246,75 @@ def _files(folder: Path) -> Iterator[Path]:
         yield from sorted((root / sub).glob("*.parquet"))
 
 
+def _row_table(path: Path) -> pa.Table | str:
+    """A row file's table, or why it is damaged (it must hold its own run's one row)."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as err:
+        return results.damage(path, err)
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if table.num_rows != 1:
+        return f"{table.num_rows} rows, not 1"
+    run_hash = str(table.column("hash")[0])
+    if path.name.split(".", 1)[0] != run_hash:
+        return f"holds run {run_hash}"
+    return table
+
+
+def _footer_damage(path: Path) -> str | None:
+    """Why a trips or curves file is damaged (its footer is read, not its rows), or None."""
+    try:
+        pq.read_metadata(path)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, pa.ArrowException, ValueError) as err:
+        return results.damage(path, err)
+    return None
+
+
+def damaged(folder: Path) -> dict[Path, str]:
+    """Every damaged file of the store, and why: row files, and the trips and curves of runs."""
+    found: dict[Path, str] = {}
+    for path in _files(folder):
+        with contextlib.suppress(FileNotFoundError):
+            table = _row_table(path)
+            if isinstance(table, str):
+                found[path] = table
+            elif path.parent.name == "runs":
+                for column in ("trips", "curves"):
+                    relative = (str(table.column(column)[0])
+                                if column in table.column_names else "")
+                    why = _footer_damage(Path(folder) / relative) if relative else None
+                    if why is not None:
+                        found[Path(folder) / relative] = why
+    return found
+
+
 def read(folder: Path, *, status: str | None = None) -> pd.DataFrame:
-    """The store's rows (``status``: only ``ok`` or only ``failed`` rows), in file order."""
+    """The store's rows (``status``: only ``ok`` or only ``failed`` rows), in file order.
+
+    Raises:
+        experiments.results.DamagedFileError: Row files that cannot be read, all named.
+    """
     tables = []
+    bad: dict[Path, str] = {}
     for path in _files(folder):
         if status == "ok" and path.parent.name != "runs":
             continue
         if status == "failed" and path.parent.name != "failed":
             continue
         with contextlib.suppress(FileNotFoundError):  # removed by --overwrite meanwhile
-            tables.append(pq.read_table(path))
+            table = _row_table(path)
+            if isinstance(table, str):
+                bad[path] = table
+            else:
+                tables.append(table)
+    if bad:
+        raise results.DamagedFileError(bad, RESUME_HINT)
     if not tables:
         return empty()
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
@@ -230,13 +326,31 @@ def has_runs(folder: Path) -> bool:
     return next(_files(folder), None) is not None
 
 
-def read_trips(folder: Path, relative: str) -> pd.DataFrame | None:
-    """A run's per-trip rows by the row's ``trips`` path (None if not kept)."""
+def _kept_file(folder: Path, relative: str) -> Path | None:
+    """The file a row names, inside ``folder`` (None if the row names none or it is gone)."""
+    if not relative:
+        return None
     path = Path(folder) / relative
-    return pd.read_parquet(path) if relative and path.is_file() else None
+    if not path.resolve().is_relative_to(Path(folder).resolve()):
+        raise results.DamagedFileError({path: "outside the results folder"})
+    return path if path.is_file() else None
+
+
+def read_trips(folder: Path, relative: str) -> pd.DataFrame | None:
+    """A run's per-trip rows by the row's ``trips`` path (None if not kept).
+
+    Raises:
+        experiments.results.DamagedFileError: The file cannot be read.
+    """
+    path = _kept_file(folder, relative)
+    return None if path is None else results.read_parquet(path)
 
 
 def read_curves(folder: Path, relative: str) -> pd.DataFrame | None:
-    """A run's training curve by the row's ``curves`` path (None if it has none)."""
-    path = Path(folder) / relative
-    return pd.read_parquet(path) if relative and path.is_file() else None
+    """A run's training curve by the row's ``curves`` path (None if it has none).
+
+    Raises:
+        experiments.results.DamagedFileError: The file cannot be read.
+    """
+    path = _kept_file(folder, relative)
+    return None if path is None else results.read_parquet(path)

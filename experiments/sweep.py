@@ -47,12 +47,12 @@ from experiments.executor import (
     proc_status,
 )
 from experiments.report import write_report
-from experiments.results import plain
+from experiments.results import WriteFailed, plain
 from experiments.spec import RunUnit, Sweep
 from experiments.summary import records, summarize
 
 __all__ = ["BACKENDS", "DEFAULT_RETRIES", "RAY_MISSING", "SweepError", "SweepResult",
-           "execute", "memory", "prepare", "scaling", "sweep"]
+           "WriteFailed", "execute", "memory", "prepare", "scaling", "sweep"]
 
 DEFAULT_RETRIES = 2
 """Retries of a failed run (so up to three attempts) in one invocation."""
@@ -95,6 +95,8 @@ class SweepResult:
     """Largest peak resident memory a worker reported."""
     runs: pd.DataFrame
     """The store's finished rows of the plan's runs, in the plan's order."""
+    set_aside: tuple[Path, ...] = ()
+    """Damaged files moved to ``store/damaged/`` on resume (their runs ran again)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``sweep --json`` document (no NaN: JSON has none)."""
@@ -107,6 +109,7 @@ class SweepResult:
                             "worker": plain(self.worker_rss_mb)},
             "summary": records(self.summary),
             "failures": self.failures,
+            "damaged_set_aside": [str(p) for p in self.set_aside],
         }
 
 
@@ -123,6 +126,8 @@ class _Recorder:
         self.failed_attempts = 0
         self.gave_up: dict[str, tuple[RunUnit, dict[str, Any]]] = {}
         self.worker_rss_mb = 0.0
+        self.finished_rows: list[dict[str, Any]] = []
+        """The finished runs in memory, so that a store that cannot be written loses none."""
 
     def record(self, unit: RunUnit, out: Outcome) -> bool:
         """Write the attempt to the store; return whether to try the run again."""
@@ -141,10 +146,11 @@ class _Recorder:
             self.worker_rss_mb = max(self.worker_rss_mb, out.worker_rss_mb)
         retry = False
         if out.status == "ok":
-            self.store.write_run(row, trips=out.trips, curves=out.curves)
+            self.finished_rows.append(row)
+            self._write(lambda: self.store.write_run(row, trips=out.trips, curves=out.curves))
             self.gave_up.pop(unit.hash, None)
         else:
-            self.store.write_failure(row)
+            self._write(lambda: self.store.write_failure(row))
             self.attempts[unit.hash] = attempt
             self.failed_attempts += 1
             self.tries[unit.hash] = self.tries.get(unit.hash, 0) + 1
@@ -157,9 +163,19 @@ class _Recorder:
             self.on_record()
         return retry
 
+    def _write(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except OSError as err:
+            raise WriteFailed(self.store.folder, err, self.finished_rows,
+                              len(self.store.finished())) from None
 
-def prepare(st: store.Store, *, resume: bool, overwrite: bool) -> None:
+
+def prepare(st: store.Store, *, resume: bool, overwrite: bool) -> list[Path]:
     """Check that an opened store may take this plan; clear it for ``overwrite``.
+
+    On ``resume``, damaged files are moved to ``store/damaged/`` so that their runs
+    run again; they are returned.
 
     Raises:
         SweepError: The store holds runs and neither ``resume`` nor ``overwrite`` is given.
@@ -172,6 +188,7 @@ def prepare(st: store.Store, *, resume: bool, overwrite: bool) -> None:
     if overwrite:
         st.clear()
         shutil.rmtree(st.folder / "training", ignore_errors=True)
+    return st.set_aside_damaged() if resume else []
 
 
 def sweep(
@@ -215,6 +232,10 @@ def sweep(
         SweepError: Bad options, a store in the way, or Ray missing or unreachable.
         experiments.results.OutputError: The folder cannot be written.
     """
+    if resume and overwrite:
+        raise SweepError("give either --resume or --overwrite, not both")
+    # another command's folder is refused here; a sweep's own, by prepare under its lock
+    layout.claim(folder, kind, resume=True, overwrite=overwrite)
     if executor is None:
         executor = make_executor(backend, workers, address)
     result = execute(plan, folder, executor=executor, resume=resume, overwrite=overwrite,
@@ -256,9 +277,12 @@ def execute(
     units = list(plan.units if units is None else units)
     started = time.perf_counter()
     with store.Store(folder) as st:
-        prepare(st, resume=resume, overwrite=overwrite)
-        results.write_toml(folder / "spec.toml", plan.to_dict())
-        layout.write_manifest(folder, kind, plan, units, manifest)
+        set_aside = prepare(st, resume=resume, overwrite=overwrite)
+        try:
+            results.write_toml(folder / "spec.toml", plan.to_dict())
+            layout.write_manifest(folder, kind, plan, units, manifest)
+        except OSError as err:
+            raise WriteFailed(folder, err, [], len(st.finished())) from None
         finished = st.finished()
         todo = [u for u in units if u.hash not in finished]
         skipped = len(units) - len(todo)
@@ -280,7 +304,7 @@ def execute(
         total=len(units), skipped=skipped, finished=sum(1 for u in units if u.hash in done),
         failed_attempts=rec.failed_attempts, failures=failures, wall_s=wall,
         summary=summarize(runs), parent_rss_mb=peak_rss_mb(),
-        worker_rss_mb=rec.worker_rss_mb or math.nan, runs=ok,
+        worker_rss_mb=rec.worker_rss_mb or math.nan, runs=ok, set_aside=tuple(set_aside),
     )
 
 
@@ -291,6 +315,7 @@ def _append_log(folder: Path, result: SweepResult) -> None:
              f"{result.wall_s:.1f} s on {result.workers} {result.backend} worker(s)"]
     lines += [f"  failed: {f['network']} {f['controller']} seed {f['seed']} after "
               f"{f['attempts']} attempt(s): {f['error']}" for f in result.failures]
+    lines += [f"  damaged, set aside and run again: {path}" for path in result.set_aside]
     log = folder / "log.txt"
     old = log.read_text() if log.is_file() else ""
     results.write_text(log, old + "\n".join(lines) + "\n")
@@ -332,6 +357,7 @@ def scaling(
         raise SweepError("bench: runs, repeats and worker counts must be at least 1")
     plan = _bench_plan(network, runs, ("fixed", "max-pressure"), horizon_s, trips=False)
     units = list(plan.units)[:runs]
+    _scratch(folder)
     walls: dict[int, list[float]] = {n: [] for n in workers}
     burns: dict[int, list[float]] = {n: [] for n in workers}
     load_before = os.getloadavg()[0]
@@ -370,6 +396,14 @@ def scaling(
             "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "rows": rows}
 
 
+def _scratch(folder: Path) -> None:
+    """Take ``folder`` as the benches' scratch: a new one, or one they wrote before."""
+    layout.claim(folder, "bench-sweep", overwrite=True)
+    results.write_text(folder / layout.SCRATCH,
+                       "A scratch folder of `greenphase bench-sweep`: its runs are timed, not "
+                       "kept, and the next bench-sweep replaces them.\n")
+
+
 def _burn(loops: int) -> int:
     """Plain CPU work for the scaling bench's calibration (no I/O, no memory)."""
     total = 0
@@ -396,7 +430,8 @@ def memory(
     controllers = ("fixed", "max-pressure", "sotl", "webster")
     plan = _bench_plan(network, runs, controllers, horizon_s, trips=True)
     units = list(plan.units)[:runs]
-    shutil.rmtree(folder, ignore_errors=True)
+    _scratch(folder)
+    shutil.rmtree(folder / store.STORE, ignore_errors=True)
     rows: list[dict[str, Any]] = []
     count = 0
     with store.Store(folder) as st:

@@ -9,11 +9,18 @@ delay), ``curves.csv`` (one row per update and one per episode),
 Training episodes use SUMO seeds from :func:`training_seed`, evaluation
 episodes seed :attr:`TrainSpec.eval_seed`; neither overlaps the seeds
 ``0..N-1`` that ``compare`` and ``evaluate`` use, so those are held out.
+
+With :attr:`TrainSpec.simulations` at N, training runs in rounds of N episodes
+simulated at once (:mod:`simulator.vector`), the learner acting for all of them
+in one batch: round ``r`` runs episodes ``r*N .. r*N+N-1``, each with its own
+training seed, and ``curves.csv`` holds one row per finished episode, numbered
+so. A round's updates are logged under its first episode, its evaluation (when
+one of its episodes is due one) on its last, and checkpoints fall between rounds.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +29,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -37,19 +43,15 @@ from agents.normalize import RunningNormalizer
 from agents.optim import DivergenceError, OptimConfig, batch_size
 from agents.ppo import PPO, PPOConfig
 from agents.settings import Settings, one_of
-from experiments import results
+from experiments import layout, results
+from experiments.curves import CurveLog, plot_learning_curve
 from networks import Scenario
 from simulator.cleaning import MissingFlags
 from simulator.observations import OBSERVATIONS, ObservationFunction
 from simulator.options import SimulationOptions
 from simulator.parallel import TrafficSignalParallelEnv
 from simulator.rewards import REWARDS
-
-CURVE_COLUMNS = [
-    "kind", "episode", "update", "lr", "loss", "grad_norm", "epsilon",
-    "return", "mean_delay_s", "eval_delay_s", "wall_s", "bytes",
-]
-
+from simulator.vector import SimulationVector
 
 FLAT_SIMULATION = ("decision_interval", "min_green", "max_green", "faults", "cleaning")
 """Simulation settings that a training spec once held at its top level (checkpoints and
@@ -95,6 +97,16 @@ class TrainSpec(Settings):
     federated: FederatedConfig | None = None
     """Federated DQN (:mod:`agents.federated`): each intersection trains its own copy and a
     server averages them every ``local_episodes`` episodes; ``None``: off."""
+    simulations: int | None = Field(default=None, ge=1)
+    """Training episodes simulated at once, the learner deciding for all of them in one
+    batch (results depend on it; ``greenphase train --simulations 0`` takes one per core,
+    see :func:`with_simulations`). ``None`` and 1 are one at a time, the way runs were
+    trained before the setting existed (and so hashed: ``None`` stays out of a run's hash)."""
+
+    @field_validator("simulations", mode="after")
+    @classmethod
+    def _one_is_none(cls, value: int | None) -> int | None:
+        return None if value == 1 else value
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +137,9 @@ class TrainSpec(Settings):
         if self.normalize:
             raise ValueError("federated training keeps observations at each intersection: "
                              "it takes no central observation normalisation")
+        if self.simulation_count > 1:
+            raise ValueError(f"federated training simulates one episode at a time: "
+                             f"simulations must be 1, got {self.simulation_count}")
         if self.episodes % self.federated.local_episodes:
             raise ValueError(f"episodes ({self.episodes}) must be a multiple of "
                              f"local_episodes ({self.federated.local_episodes})")
@@ -138,6 +153,11 @@ class TrainSpec(Settings):
     cleaning = property(lambda self: self.simulation.cleaning)
 
     @property
+    def simulation_count(self) -> int:
+        """How many training episodes are simulated at once."""
+        return self.simulations or 1
+
+    @property
     def observation_fn(self) -> ObservationFunction:
         """The observation function the policy sees (with missing flags under ``zero-flag``)."""
         observation = OBSERVATIONS[self.observation]()
@@ -149,13 +169,39 @@ class TrainSpec(Settings):
         if self.federated is None:
             del data["federated"]  # TOML has no null; absent means off
         data["hidden"] = list(self.hidden)
+        data["simulations"] = self.simulation_count  # written out, so a rerun reads it
         data["simulation"]["sumo_args"] = list(self.simulation.sumo_args)
         return data
 
 
 def training_seed(spec: TrainSpec, episode: int) -> int:
-    """SUMO seed of training episode ``episode``: never one of 0..99_999."""
+    """SUMO seed of training episode ``episode``: never one of 0..99_999.
+
+    Episodes are numbered across simulations (round ``r`` of N simulations runs
+    episodes ``r*N+i``), so every episode of every simulation has its own seed.
+    """
     return 100_000 * (spec.seed + 1) + episode
+
+
+MAX_DEFAULT_SIMULATIONS = 8
+"""The most simulations :func:`default_simulations` asks for."""
+
+
+def default_simulations() -> int:
+    """One simulation per core this process may use, at most :data:`MAX_DEFAULT_SIMULATIONS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_SIMULATIONS))
+
+
+def with_simulations(spec: TrainSpec, simulations: int) -> TrainSpec:
+    """``spec`` with ``simulations`` at once; 0: one per core (one for federated).
+
+    One is the default: on two cores, two simulations were not faster (the learner's
+    updates, one per decision step, keep the parent busier than either simulation), and a
+    count that follows the machine's cores would make a run's result follow them too.
+    """
+    if simulations == 0:
+        simulations = 1 if spec.federated is not None else default_simulations()
+    return spec.replace(simulations=simulations)
 
 
 class RunExistsError(ValueError):
@@ -182,10 +228,15 @@ def make_learner(spec: TrainSpec, net: SignalNetwork, steps_per_episode: float,
         return FederatedDQN(net, spec.federated, spec.dqn, spec.optim, total_steps, rng)
     if spec.algo == "dqn":
         return DQN(net, spec.dqn, spec.optim, total_steps, rng)
-    samples = int(steps_per_episode * len(net.obs_dims) * spec.ppo.episodes_per_update)
-    per_round = spec.ppo.epochs * -(-samples // batch_size(spec.optim, samples))
-    rounds = max(1, spec.episodes // spec.ppo.episodes_per_update)
-    return PPO(net, spec.ppo, spec.optim, rounds * per_round, rng)
+    # PPO updates after a round of episodes once episodes_per_update are in
+    n, total, waiting = spec.simulation_count, 0, 0
+    for first in range(0, spec.episodes, n):
+        waiting += min(n, spec.episodes - first)
+        if waiting >= spec.ppo.episodes_per_update:
+            samples = int(steps_per_episode * len(net.obs_dims) * waiting)
+            total += spec.ppo.epochs * -(-samples // batch_size(spec.optim, samples))
+            waiting = 0
+    return PPO(net, spec.ppo, spec.optim, total, rng)
 
 
 class Trainer:
@@ -193,17 +244,21 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec, scenario: Scenario, run: Path) -> None:
         self.spec, self.scenario, self.run = spec, scenario, run
-        self.env = TrafficSignalParallelEnv(
-            scenario,
-            observation=spec.observation_fn,
-            reward=REWARDS[spec.reward](),
-            options=spec.simulation,
+        self.sims = SimulationVector(
+            lambda: TrafficSignalParallelEnv(
+                scenario,
+                observation=spec.observation_fn,
+                reward=REWARDS[spec.reward](),
+                options=spec.simulation,
+            ),
+            spec.simulation_count,
         )
-        self.agents = list(self.env.possible_agents)
+        env = self.sims.envs[0]
+        self.agents = list(env.possible_agents)
         self.agent_index = torch.arange(len(self.agents))
-        obs_dims = [int(np.prod(self.env.observation_space(a).shape or (0,)))
+        obs_dims = [int(np.prod(env.observation_space(a).shape or (0,)))
                     for a in self.agents]
-        num_phases = [v.layout.num_phases for v in self.env.sim.views]
+        num_phases = [v.layout.num_phases for v in env.sim.views]
         kind = "q" if spec.algo == "dqn" else "actor-critic"
         # ---- seeding: everything random in training derives from spec.seed
         random.seed(spec.seed)
@@ -226,36 +281,74 @@ class Trainer:
         self.wall = 0.0
 
     # ------------------------------------------------------------ rollouts
-    def _obs(self, obs: dict[str, np.ndarray], *, learn: bool) -> torch.Tensor:
+    def _obs(self, obs: list[dict[str, np.ndarray]], *, learn: bool) -> torch.Tensor:
+        """Every simulation's intersections as rows, simulation by simulation."""
+        rows = [o[a] for o in obs for a in self.agents]
         # a reading still missing (faults without cleaning) enters as 0, as in trained:RUN
-        x = torch.nan_to_num(pad([obs[a] for a in self.agents], self.net.obs_size), nan=0.0)
+        x = torch.nan_to_num(pad(rows, self.net.obs_size), nan=0.0)
         if self.normalizer is None:
             return x
         if learn:
             self.normalizer.update(x)
         return self.normalizer(x)
 
-    def run_episode(self, seed: int, *, learn: bool) -> tuple[float, dict[str, float], list[dict]]:
-        """One episode; with ``learn`` the learner explores and updates. Returns KPIs and logs."""
-        obs_dict, _ = self.env.reset(seed=seed)
-        obs = self._obs(obs_dict, learn=learn)
-        total, logs = 0.0, []
-        while self.env.agents:
-            action = self.learner.act(obs, self.agent_index, explore=learn)
-            obs_dict, rewards, _, _, _ = self.env.step(
-                {a: int(action[i]) for i, a in enumerate(self.agents)}
-            )
-            reward = np.array([rewards[a] for a in self.agents], dtype=np.float32)
+    def run_round(self, seeds: list[int], *,
+                  learn: bool) -> tuple[list[float], list[dict[str, float]], list[dict]]:
+        """One episode per seed, simulated at once, the learner deciding for all of them.
+
+        With ``learn`` the learner explores and updates. Returns each episode's return
+        and KPIs, and the update logs.
+        """
+        obs = self._obs(self.sims.reset(seeds), learn=learn)
+        agent = self.agent_index.repeat(len(seeds))
+        totals, logs = [0.0] * len(seeds), []
+        # with several simulations the learner learns from a step while the next one is
+        # simulated, so it acts one step behind its own updates
+        waiting: list[tuple[Any, ...]] = []
+        while self.sims.running:
+            action = self.learner.act(obs, agent, explore=learn)
+            self.sims.send([dict(zip(self.agents, map(int, phases), strict=True))
+                            for phases in action.reshape(len(seeds), -1)])
+            if waiting:
+                logs += self.learner.observe(*waiting.pop())
+            steps = self.sims.receive()
+            reward = np.array([[step[1][a] for a in self.agents] for step in steps],
+                              dtype=np.float32)
             reward *= self.spec.reward_scale
-            total += float(reward.sum())
-            next_obs = self._obs(obs_dict, learn=learn)
+            totals = [t + float(r.sum()) for t, r in zip(totals, reward, strict=True)]
+            next_obs = self._obs([step[0] for step in steps], learn=learn)
             if learn:
-                logs += self.learner.observe(obs, self.agent_index, action, reward, next_obs)
+                waiting.append((obs, agent, action, reward.reshape(-1), next_obs))
+                if self.spec.simulation_count == 1:
+                    logs += self.learner.observe(*waiting.pop())
             obs = next_obs
         if learn:
+            logs += [log for step in waiting for log in self.learner.observe(*step)]
             logs += self.learner.end_of_episode()
-        assert self.env.result is not None
-        return total, self.env.result.kpis, logs
+        return totals, [r.kpis for r in self.sims.results()], logs
+
+    def train_round(self) -> list[dict[str, Any]]:
+        """The next round of training episodes, and an evaluation if one of them is due one.
+
+        Returns the round's ``curves.csv`` rows: its updates, then one row per episode.
+        """
+        spec, first, started = self.spec, self.episode, time.perf_counter()
+        episodes = range(first, min(first + spec.simulation_count, spec.episodes))
+        returns, kpis, logs = self.run_round([training_seed(spec, e) for e in episodes],
+                                             learn=True)
+        eval_delay = float("nan")
+        if any((e + 1) % spec.eval_every == 0 or e + 1 == spec.episodes for e in episodes):
+            eval_delay = self.run_round([spec.eval_seed], learn=False)[1][0]["mean_delay_s"]
+        self.episode = episodes.stop
+        self.wall += time.perf_counter() - started
+        rows: list[dict[str, Any]] = [{"kind": "update", "episode": first, **log} for log in logs]
+        shared = {"wall_s": self.wall, "lr": logs[-1]["lr"] if logs else float("nan"),
+                  "epsilon": self.learner.epsilon, "bytes": self.learner.episode_bytes}
+        for e, ret, k in zip(episodes, returns, kpis, strict=True):
+            rows.append({"kind": "episode", "episode": e, "return": ret,
+                         "mean_delay_s": k["mean_delay_s"], **shared,
+                         "eval_delay_s": eval_delay if e == episodes[-1] else float("nan")})
+        return rows
 
     # ---------------------------------------------------------- checkpoints
     def _rng_state(self) -> dict[str, Any]:
@@ -303,32 +396,7 @@ class Trainer:
 
     def close(self) -> None:
         """Stop SUMO."""
-        self.env.close()
-
-
-class CurveLog:
-    """``curves.csv``: appended row by row, cut back to the checkpoint on resume."""
-
-    def __init__(self, path: Path, *, resume_at: int | None) -> None:
-        self.path = path
-        if resume_at is None or not path.is_file():
-            results.write_text(path, ",".join(CURVE_COLUMNS) + "\n")
-        else:
-            kept = pd.read_csv(path)
-            # reindex: a run begun before a column was added resumes with it empty
-            kept = kept[kept["episode"] < resume_at].reindex(columns=CURVE_COLUMNS)
-            results.atomic_write(path, lambda tmp: kept.to_csv(tmp, index=False))
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, CURVE_COLUMNS, extrasaction="ignore")
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and flush them to disk."""
-        self._writer.writerows(rows)
-        self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        self.sims.close()
 
 
 def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = False,
@@ -345,6 +413,7 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
             f"{run} already holds a training run: use --resume to continue it "
             "or --overwrite to start again"
         )
+    layout.claim(run, "train", resume=resume, overwrite=overwrite)
     results.ensure_writable(run)
     trainer = Trainer(spec, scenario, run)
     try:
@@ -359,33 +428,21 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
         stopped = ""
         try:
             while trainer.episode < spec.episodes:
-                started = time.perf_counter()
-                episode = trainer.episode
+                first = trainer.episode
                 try:
-                    ret, kpis, logs = trainer.run_episode(training_seed(spec, episode), learn=True)
+                    rows = trainer.train_round()
                 except DivergenceError as err:
-                    stopped = f"training stopped at episode {episode}: {err}"
+                    stopped = f"training stopped at episode {first}: {err}"
                     break
-                eval_delay = float("nan")
-                if (episode + 1) % spec.eval_every == 0 or episode + 1 == spec.episodes:
-                    _, eval_kpis, _ = trainer.run_episode(spec.eval_seed, learn=False)
-                    eval_delay = eval_kpis["mean_delay_s"]
-                trainer.episode += 1
-                trainer.wall += time.perf_counter() - started
-                rows = [{"kind": "update", "episode": episode, **log} for log in logs]
-                row = {"kind": "episode", "episode": episode, "return": ret,
-                       "mean_delay_s": kpis["mean_delay_s"], "eval_delay_s": eval_delay,
-                       "wall_s": trainer.wall,
-                       "lr": logs[-1]["lr"] if logs else float("nan"),
-                       "epsilon": trainer.learner.epsilon,
-                       "bytes": trainer.learner.episode_bytes}
-                curves.write([*rows, row])
-                if eval_delay < trainer.best:
-                    trainer.best = eval_delay
+                curves.write(rows)
+                episodes = [row for row in rows if row["kind"] == "episode"]
+                if episodes[-1]["eval_delay_s"] < trainer.best:
+                    trainer.best = episodes[-1]["eval_delay_s"]
                     trainer.save("best", full=False)
                 trainer.save("last", full=True)
-                if on_episode is not None:
-                    on_episode(row)
+                for row in episodes:
+                    if on_episode is not None:
+                        on_episode(row)
         finally:
             curves.close()
         plot_learning_curve(run / "curves.csv", run / "plots" / "learning_curve.png")
@@ -397,33 +454,3 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
         return TrainResult(run, trainer.episode, trainer.best, trainer.wall, stopped)
     finally:
         trainer.close()
-
-
-def plot_learning_curve(curves: Path, path: Path) -> Path | None:
-    """Episode return and delay (training and evaluation) against episodes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = pd.read_csv(curves)
-    episodes = data[data["kind"] == "episode"]
-    if episodes.empty:
-        return None
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 5.2), dpi=120, sharex=True)
-    top.plot(episodes["episode"], episodes["return"], color="#455a64")
-    top.set_ylabel("episode return")
-    bottom.plot(episodes["episode"], episodes["mean_delay_s"], label="training (exploring)",
-                color="#90a4ae")
-    evals = episodes.dropna(subset=["eval_delay_s"])
-    bottom.plot(evals["episode"], evals["eval_delay_s"], "o-", label="evaluation (greedy)",
-                color="#2e7d32")
-    bottom.set_ylabel("mean delay (s)")
-    bottom.set_xlabel("episode")
-    bottom.legend()
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    results.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path

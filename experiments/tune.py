@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from experiments import results
 from experiments.executor import Executor, InProcessExecutor, Outcome, SweepError
 from experiments.options import BadInput
 from experiments.units import RunUnit
-from networks import Scenario
+from networks import Scenario, scratch
 from simulator.options import SimulationOptions
 
 if TYPE_CHECKING:
@@ -273,7 +272,7 @@ def tune(controller: str, scenario: Scenario, folder: Path, *, trials: int = 20,
     demand = demand_record(_as_run(scenario, options), seed_list)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="greenphase-tune-") as tmp:
+    with scratch.temporary("tune") as tmp:
         runs = _Runs(scenario, controller, options, seed_list, Path(tmp))
         while len(rows) < trials and (not rows or timeout is None
                                       or time.perf_counter() - started < timeout):

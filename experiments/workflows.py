@@ -8,7 +8,8 @@ checked before a simulation starts (and that the results folder is writable); th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from experiments import gates as gate_checks
-from experiments import results
+from experiments import layout, results
 from experiments.compare import Comparison, validate_controllers
 from experiments.compare import compare as run_compare
+from experiments.executor import RunFailed
 from experiments.options import (
     RUNS,
     BadInput,
@@ -59,6 +61,8 @@ class ComparePlan:
     """Whether fixed timing was not asked for and is run as the reference anyway."""
     kind: str = "compare"
     """The command, as the results folder's manifest names it: ``compare`` or ``evaluate``."""
+    overwrite: bool = False
+    """Replace a comparison already in the folder."""
 
     @property
     def runs(self) -> int:
@@ -87,7 +91,7 @@ COMPARE_DEMAND = "resample"
 def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out: Path | None,
                  *, decision_interval: float | None, faults: str, cleaning: str,
                  demand: str = COMPARE_DEMAND, protocol: str = "greenphase",
-                 kind: str = "compare") -> ComparePlan:
+                 kind: str = "compare", overwrite: bool = False) -> ComparePlan:
     """Check a comparison: simulation options, controller names, results folder.
 
     ``decision_interval`` ``None`` leaves it to the protocol.
@@ -96,7 +100,7 @@ def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out
         BadInput: A bad ``--faults``, ``--cleaning``, ``--demand`` or ``--protocol``.
         UnknownControllerError: A controller name that is not known (or tuned on another
             network).
-        OutputError: The results folder cannot be written.
+        OutputError: The results folder holds other results or cannot be written.
     """
     fault_config, cleaning = sensor_options(faults, cleaning)
     options = simulation_options(
@@ -104,15 +108,17 @@ def plan_compare(scenario: Scenario, controllers: Sequence[str], seeds: int, out
         faults=str(fault_config), cleaning=cleaning,
         demand=demand_option(demand, COMPARE_DEMAND))
     names = validate_controllers(controllers, network=scenario.name)
-    folder = out or default_folder("compare", scenario.name)
+    folder = out or layout.fresh(default_folder("compare", scenario.name))
+    layout.claim(folder, kind, overwrite=overwrite)
     results.ensure_writable(folder)
     return ComparePlan(scenario, names, list(range(seeds)), options, folder,
-                       reference_added=names[0] not in controllers, kind=kind)
+                       reference_added=names[0] not in controllers, kind=kind,
+                       overwrite=overwrite)
 
 
 def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str], seeds: int,
                     out: Path | None, faults: str, cleaning: str, demand: str = COMPARE_DEMAND,
-                    protocol: str = "greenphase") -> ComparePlan:
+                    protocol: str = "greenphase", overwrite: bool = False) -> ComparePlan:
     """A trained run against fixed timing (and ``others``), on its network unless one is named.
 
     The runs use the decision interval the policy was trained with, whatever the protocol.
@@ -125,7 +131,7 @@ def plan_evaluation(run: Path, where: ScenarioOptions, *, others: Sequence[str],
     return plan_compare(scenario, ["fixed", f"trained:{run}", *others], seeds, out,
                         decision_interval=policy_options(policy).decision_interval,
                         faults=faults, cleaning=cleaning, demand=demand, protocol=protocol,
-                        kind="evaluate")
+                        kind="evaluate", overwrite=overwrite)
 
 
 def run_comparison(
@@ -133,7 +139,8 @@ def run_comparison(
 ) -> Comparison:
     """Run the plan and write its results folder."""
     return run_compare(plan.scenario, plan.controllers, plan.seeds, plan.options,
-                       folder=plan.folder, kind=plan.kind, on_step=on_step)
+                       folder=plan.folder, kind=plan.kind, overwrite=plan.overwrite,
+                       on_step=on_step)
 
 
 # ------------------------------------------------------------------ robustness
@@ -161,7 +168,7 @@ class RobustnessPlan:
 
 def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float], seeds: int,
                     faults: str, cleaning: str, out: Path | None, demand: str = "fixed",
-                    protocol: str = "greenphase") -> RobustnessPlan:
+                    protocol: str = "greenphase", overwrite: bool = False) -> RobustnessPlan:
     """Check a robustness sweep: the sensor options, the trained run, the folder.
 
     The runs use the decision interval the policy was trained with, whatever the protocol.
@@ -178,10 +185,11 @@ def plan_robustness(run: Path, where: ScenarioOptions, *, rates: Sequence[float]
 
     _, policy = load_policy(run)
     scenario = where.scenario(default=policy.get("network"))
-    folder = out or default_folder("robustness", scenario.name)
+    folder = out or layout.fresh(default_folder("robustness", scenario.name))
     options = simulation_options(
         protocol, scenario.name, decision_interval=policy_options(policy).decision_interval,
         demand=demand_option(demand, "fixed"))
+    layout.claim(folder, "robustness", overwrite=overwrite)
     results.ensure_writable(folder)
     return RobustnessPlan(scenario, f"trained:{run}", list(rates), list(range(seeds)), base,
                           cleaning, options, folder)
@@ -191,10 +199,31 @@ def run_robustness(
     plan: RobustnessPlan, *, on_run: Callable[[float, str, int], None] | None = None,
 ) -> Robustness:
     """Run the plan and write its results folder."""
-    return run_robustness_sweep(
-        plan.scenario, plan.trained, plan.rates, plan.seeds, base=plan.base,
-        cleaning=plan.cleaning, on_run=on_run, options=plan.options, folder=plan.folder,
-    )
+    with kept_on_full_disk(plan.folder, "robustness"):
+        return run_robustness_sweep(
+            plan.scenario, plan.trained, plan.rates, plan.seeds, base=plan.base,
+            cleaning=plan.cleaning, on_run=on_run, options=plan.options, folder=plan.folder,
+        )
+
+
+@contextlib.contextmanager
+def kept_on_full_disk(folder: Path, command: str) -> Iterator[None]:
+    """A store that cannot be written (a full disk) as a run-time failure saying what it kept.
+
+    Raises:
+        RunFailed: The store could not be written; the runs stored before are kept.
+    """
+    then = ("the same command with --resume continues" if command in layout.RESUMABLE
+            else f"`greenphase {command} --overwrite` runs them all again")
+    try:
+        yield
+    except results.WriteFailed as err:
+        raise RunFailed(f"{err}; kept {err.kept} finished run(s) in {folder / 'store'}; once "
+                        f"there is space, {then}") from None
+    except OSError as err:  # the files written after the runs: every run is in the store
+        raise RunFailed(f"cannot write {err.filename or folder}: {err.strerror or err}; the "
+                        f"finished runs are in {folder / 'store'}; once there is space, "
+                        f"{then}") from None
 
 
 # ------------------------------------------------------------------ train
@@ -283,8 +312,19 @@ def plan_spec(command: str, spec: Path,
 
 
 def spec_folder(plan: Sweep, out: Path | None) -> Path:
-    """The results folder of a spec: ``out``, or ``runs/<name>`` (so that it resumes)."""
-    return out or RUNS / plan.name
+    """The results folder of a spec: ``out``, or ``runs/<name>`` (so that it resumes).
+
+    Raises:
+        BadInput: A name that would put the results outside ``runs/``.
+    """
+    if out is not None:
+        return out
+    folder = RUNS / plan.name
+    if Path(plan.name).is_absolute() or ".." in Path(plan.name).parts \
+            or not folder.resolve().is_relative_to(RUNS.resolve()):
+        raise BadInput(f"spec name {plan.name!r} would put its results outside {RUNS}/: "
+                       "give the spec a plain name, or --out")
+    return folder
 
 
 def run_spec(
@@ -295,12 +335,18 @@ def run_spec(
     """Run what the store lacks, write the report with the gates, add the step summary."""
     from experiments.report import write_report
 
-    result = run_sweep(plan, folder, workers=workers, backend=backend, address=address,
-                       resume=resume, overwrite=overwrite, retries=retries, report=False,
-                       kind=command, on_start=on_start, on_result=on_result)
-    verdicts = gate_checks.check(gates, result.summary)
-    gate_text = gate_checks.markdown(verdicts)
-    report = write_report(folder, extra=gate_text)
+    with kept_on_full_disk(folder, command):
+        result = run_sweep(plan, folder, workers=workers, backend=backend, address=address,
+                           resume=resume, overwrite=overwrite, retries=retries, report=False,
+                           kind=command, on_start=on_start, on_result=on_result)
+        if result.set_aside:
+            from experiments.progress import note
+
+            note(f"damaged runs set aside ({len(result.set_aside)} file(s) moved to "
+                 f"{folder / 'store' / 'damaged'}) and run again")
+        verdicts = gate_checks.check(gates, result.summary)
+        gate_text = gate_checks.markdown(verdicts)
+        report = write_report(folder, extra=gate_text)
     gate_checks.append_step_summary(step_summary(command, plan.name, folder, result.summary,
                                                  gate_text))
     return SpecOutcome(result, verdicts, report)

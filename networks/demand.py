@@ -33,7 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -45,17 +45,25 @@ from networks.files import atomic_write, file_digest
 from networks.generators import default_cache_dir
 from networks.scenario import Scenario
 
-__all__ = ["BIN_S", "EVALUATION", "TRAINING", "TUNING", "Demand", "DemandError", "Draw",
-           "Profile", "parse", "profile", "purpose", "resample", "vehicles_due"]
+__all__ = ["BIN_S", "EVALUATION", "MAX_SCALE", "TRAINING", "TUNING", "Demand", "DemandError",
+           "Draw", "NoVehiclesError", "Profile", "parse", "profile", "purpose", "resample",
+           "vehicles_due"]
 
-BIN_S = 300
-"""Length of a time bin of the demand profile, in seconds."""
+BIN_S = 60
+"""Length of a time bin of the demand profile, in seconds: of 60, 120, 300 and 900 s,
+the bin whose draws are as hard to serve as the route files they come from (fixed timing
+and max-pressure on cologne1, cologne8, grid4x4 and ingolstadt7, tuning seeds
+10000-10002: mean delay within 2.1% of the route files' on average, against 5.5%, 8.9%
+and 16% with longer bins, which spread out platoons shorter than a bin and so make the
+traffic easier; ``experiments/specs/demand-bins.toml``)."""
 EVALUATION = range(0, 10_000)
 """Demand seeds of evaluation: a run's seeds ``0..N-1``."""
 TUNING = range(10_000, 100_000)
 """Demand seeds of tuning, and of the evaluation episodes that select a checkpoint."""
 TRAINING = range(100_000, 2**31)
 """Demand seeds of training episodes (SUMO takes seeds below 2**31)."""
+MAX_SCALE = 100.0
+"""Largest demand multiplier: a hundred times a network's traffic is gridlock, not a study."""
 RECIPE = "greenphase-demand-1"
 """Version of the resampling; part of the cache key, so a changed recipe draws anew."""
 
@@ -75,6 +83,14 @@ class DemandError(ValueError):
     """A demand setting that cannot be used; the message is one line."""
 
 
+class NoVehiclesError(NetworkError):
+    """A run in which no vehicle is due: its horizon misses the demand (one line naming both).
+
+    Such a run would measure nothing and report a delay of 0 as if every car flowed
+    (:func:`networks.due.check_due`).
+    """
+
+
 class Demand(BaseModel):
     """Which traffic a simulation runs: the route files as they are, or a draw per seed."""
 
@@ -83,21 +99,26 @@ class Demand(BaseModel):
     mode: Literal["fixed", "resample"] = "fixed"
     """``fixed``: the route files as they are, every seed the same trips; ``resample``:
     a new draw of the trips for every seed (:func:`resample`)."""
-    scale: float = Field(default=1.0, gt=0)
+    scale: float = Field(default=1.0, gt=0, le=MAX_SCALE)
     """Multiplier of the demand: under ``fixed`` SUMO's ``--scale``, under ``resample``
     the mean of the Poisson draw; 1.2 inserts about 20% more vehicles."""
     bin_s: int = Field(default=BIN_S, ge=1)
     """Under ``resample``, the seconds of a time bin: the demand keeps its counts per bin
-    and loses its timing within one. This changes the figures: on cologne1 (5 seeds)
-    fixed timing had 44.6 s mean delay with 60 s bins, 34.0 s with 300 s and 30.3 s with
-    900 s (42 s on the route file itself), because platoons shorter than a bin are
-    spread out."""
+    and loses its timing within one (:data:`BIN_S` says how its default was chosen)."""
 
-    @field_validator("scale")
+    @field_validator("scale", mode="before")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError(f"must be finite, got {value}")
+    def _finite(cls, value: Any) -> Any:
+        number = value
+        if isinstance(value, str):  # as --demand gives it
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+        if isinstance(number, int | float) and not isinstance(number, bool) \
+                and not (math.isfinite(number) and 0 < number <= MAX_SCALE):
+            raise ValueError(f"must be a finite number greater than 0 and at most "
+                             f"{MAX_SCALE:g}, got {value!r}")
         return value
 
     def __str__(self) -> str:
@@ -137,7 +158,17 @@ class Demand(BaseModel):
             raise DemandError(f"demand: {first['loc'][0]}: {_reason(first)}") from None
 
     def route_files(self, scenario: Scenario, seed: int) -> tuple[Path, ...]:
-        """The route files SUMO runs for an episode with ``seed`` (drawn and cached if needed)."""
+        """The route files SUMO runs for an episode with ``seed`` (drawn and cached if needed).
+
+        Every simulation takes its route files from here, so no run starts without a
+        vehicle due in its horizon.
+
+        Raises:
+            NoVehiclesError: No vehicle of the scenario's demand (or of the draw) is due.
+        """
+        from networks.due import check_due
+
+        check_due(scenario)
         if self.mode == "fixed":
             return scenario.route_files
         return (resample(scenario, seed, self.scale, bin_s=self.bin_s),)
@@ -322,8 +353,9 @@ def profile(scenario: Scenario, bin_s: int = BIN_S) -> Profile:
 
 def vehicles_due(scenario: Scenario) -> int:
     """Vehicles due to depart within the scenario's horizon (expected count for random flows)."""
-    counts = profile(scenario, scenario.horizon_s).means.sum()
-    return round(float(counts))
+    from networks.due import expected
+
+    return round(expected(scenario))
 
 
 # ------------------------------------------------------------------- the draw
@@ -405,13 +437,19 @@ def resample(
         return path
     source = profile(scenario, bin_s)
     vehicles = draw(source, seed, scale)
+    if not len(vehicles.depart):
+        raise NoVehiclesError(
+            f"the demand drawn for seed {seed} has no vehicle due between {scenario.begin} and "
+            f"{scenario.end} s on {scenario.name} (expected {source.means.sum() * scale:.3g} "
+            "at this scale): raise the scale or lengthen the horizon")
     return atomic_write(path, lambda tmp: _write(tmp, source, vehicles, seed, scale))
 
 
 def _check_scale(scale: float) -> None:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
-            or not math.isfinite(scale) or scale <= 0:
-        raise DemandError(f"demand: scale must be a finite number > 0, got {scale!r}")
+            or not math.isfinite(scale) or not 0 < scale <= MAX_SCALE:
+        raise DemandError(f"demand: scale must be a finite number greater than 0 and at most "
+                          f"{MAX_SCALE:g}, got {scale!r}")
 
 
 def _write(path: Path, source: Profile, vehicles: Draw, seed: int, scale: float) -> None:

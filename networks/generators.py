@@ -40,10 +40,45 @@ TIMEOUT_S = 600
 """Longest a single SUMO tool may run before the build is abandoned."""
 
 
+CACHE_VARIABLE = "GREENPHASE_CACHE"
+"""The environment variable that names the cache root."""
+
+
 def default_cache_dir() -> Path:
-    """The cache root: ``$GREENPHASE_CACHE`` if set, else ``~/.cache/greenphase``."""
-    env = os.environ.get("GREENPHASE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "greenphase"
+    """The cache root: ``$GREENPHASE_CACHE`` if set, else ``~/.cache/greenphase``.
+
+    A folder the variable names is made if missing and must take files (it is checked
+    with a probe file, which is removed).
+
+    Raises:
+        NetworkError: The variable names a file, or a folder that cannot be made or written.
+    """
+    env = os.environ.get(CACHE_VARIABLE)
+    if not env:
+        return Path.home() / ".cache" / "greenphase"
+    path = Path(env).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise NetworkError(cache_problem(path, err)) from None
+    return path
+
+
+def cache_problem(path: Path, err: OSError) -> str:
+    """One line: the cache folder ``path`` cannot be written, and what to do."""
+    env = os.environ.get(CACHE_VARIABLE)
+    if path.is_file() or isinstance(err, (NotADirectoryError, FileExistsError)):
+        why = "is a file, not a folder" if path.is_file() else "lies under a file"
+    else:
+        why = f"cannot be written ({err.strerror or err})"
+    named = bool(env) and Path(path).resolve().is_relative_to(Path(str(env)).expanduser().resolve())
+    where = f"{CACHE_VARIABLE}={env}: the cache folder {path}" if named else \
+        f"the cache folder {path}"
+    return (f"{where} {why}; set {CACHE_VARIABLE} to a folder greenphase may write"
+            + (", or unset it" if named else ""))
 
 
 def _check_side(label: str, value: object) -> int:
@@ -229,8 +264,11 @@ def _build(
     """Build the grid in a scratch folder beside ``final`` and rename it into place."""
     home = _sumo_home()
     env = {**os.environ, "SUMO_HOME": str(home)}
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as err:
+        raise NetworkError(cache_problem(final.parent, err)) from None
     try:
         _run([str(home / "bin" / "netgenerate"), *net_args], scratch, env)
         _run([sys.executable, str(home / "tools" / "randomTrips.py"), *trip_args], scratch, env)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from networks import DEFAULT_NETWORK, Scenario, get
+from networks import DEFAULT_NETWORK, Scenario, get, scratch
 from simulator import metrics
 from simulator.intersection import Intersection, Layout, ProgramError, layout_of
 from simulator.options import SimulationOptions
@@ -153,7 +152,7 @@ class TrafficSimulation:
             self._green_of_phases(t, lay) for t, lay in zip(self.tls_ids, self.layouts)
         ]
 
-        self._workdir = Path(tempfile.mkdtemp(prefix="greenphase-"))
+        self._workdir = scratch.folder("sim")
         self._additional = [write_detectors(self.detectors, net, self._workdir)]
         if program in ("actuated", "webster", "coordinated"):
             self._additional.append(self._write_program(program))

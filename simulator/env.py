@@ -15,7 +15,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from simulator.envbase import SignalEnvBase, joint_space, sumo_seed
+from simulator.envbase import (
+    SignalEnvBase,
+    check_seed,
+    integer_phases,
+    joint_space,
+    sumo_seed,
+)
 
 
 class TrafficSignalEnv(SignalEnvBase, gym.Env[np.ndarray, Any]):
@@ -57,16 +63,25 @@ class TrafficSignalEnv(SignalEnvBase, gym.Env[np.ndarray, Any]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start a new episode; ``seed`` is also SUMO's random seed."""
+        """Start a new episode; ``seed`` (0 to 2**31 - 1) is also SUMO's random seed.
+
+        Raises:
+            ValueError: A seed that is not an integer SUMO takes.
+        """
+        seed = check_seed(seed)
         super().reset(seed=seed)
         self.result = None
         self.sim.start(sumo_seed(seed, self.np_random))
         return self._observe(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Apply the wished-for greens for one decision interval."""
+        """Apply the wished-for greens for one decision interval.
+
+        Raises:
+            ValueError: An action that is not whole phase numbers, or out of range.
+        """
         start = self.sim.time
-        phases = None if self.sim.program is not None else np.atleast_1d(np.asarray(action))
+        phases = None if self.sim.program is not None else integer_phases(action)
         self.sim.step(phases)
         readings = self.sim.true_readings  # rewarded for what happened, not what sensors said
         assert readings is not None

@@ -152,6 +152,45 @@ def joint_space(boxes: Sequence[spaces.Box]) -> spaces.Box:
     )
 
 
+SEEDS = range(0, 2**31)
+"""The seeds an episode takes: SUMO's ``--seed`` is a 32-bit signed integer, and a demand
+seed of :mod:`networks.demand` is one of these too."""
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an ``int`` (or None), if it is an integer SUMO takes.
+
+    Raises:
+        ValueError: Anything else, in one line naming the range.
+    """
+    if seed is None:
+        return None
+    # int() first: a range tests a NumPy integer by walking through it
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) not in SEEDS:
+        raise ValueError(f"seed must be an integer from {SEEDS.start} to {SEEDS.stop - 1} "
+                         f"(SUMO's seeds), got {seed!r}")
+    return int(seed)
+
+
 def sumo_seed(seed: int | None, rng: np.random.Generator) -> int:
     """SUMO's random seed for an episode: ``seed`` itself, or a draw from ``rng``."""
     return int(seed) if seed is not None else int(rng.integers(2**31 - 1))
+
+
+def integer_phases(action: Any, what: str = "action") -> np.ndarray:
+    """The wished-for greens of an action as integers, refusing any that is not a whole number.
+
+    Integers of any kind (``2``, ``np.int64(2)``, an integer array) pass, and so do floats
+    that are whole (``2.0``); ``0.7`` is refused rather than taken as phase 0.
+
+    Raises:
+        ValueError: A value that is not a whole number, in one line.
+    """
+    array = np.atleast_1d(np.asarray(action))
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    whole = array.dtype.kind == "f" and bool(np.all(np.isfinite(array))) \
+        and bool(np.all(array == np.round(array)))
+    if not whole:
+        raise ValueError(f"{what} must be a whole phase number (an integer), got {action!r}")
+    return array.astype(np.int64)

@@ -11,12 +11,15 @@ a user's script needs no ``if __name__ == "__main__"`` guard.
 
 The server is a plain ``python -m simulator.isolation`` process listening on
 a Unix socket; it forks one child per connection and exits when its parent
-closes its standard input.
+closes its standard input. Neither outlives its parent, however that parent ends
+(:mod:`simulator.processes`), and neither takes Ctrl-C: the process that asked for
+the simulation handles the interrupt, and they end with it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes.util
 import functools
 import os
@@ -26,17 +29,23 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from simulator.sumo import SumoError
+from networks import scratch
+from simulator.processes import (
+    die_with_parent,
+    follow_parent,
+    interrupts_deferred,
+    on_main_thread,
+    remove_stale_folders,
+)
+from simulator.sumo import ControllerFailed, SimulationFailed, SumoError
 
 # Every message begins with one tag byte. Commands, replies and errors are pickled
 # (plain pickle: multiprocessing's own pickler would share torch tensors through
@@ -114,7 +123,6 @@ def preloading(library: str | None, env: Mapping[str, str] | None = None) -> dic
 
 _PRELOAD: list[str] = []
 
-
 def preload(*modules: str) -> None:
     """Have the simulation server import ``modules``, so that every child starts with them.
 
@@ -132,16 +140,21 @@ class _Server:
 
     def __init__(self) -> None:
         env = preloading(allocator_library())
+        remove_stale_folders()
         self.owner = os.getpid()  # a forked copy of this process neither uses nor stops it
-        self.folder = Path(tempfile.mkdtemp(prefix="greenphase-fork-"))
+        self.folder = scratch.folder("fork")
         self.path = self.folder / "server.sock"
         # children start with what this process already uses (see preload())
         modules = [m for m in _PRELOAD if m in sys.modules]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "simulator.isolation", str(self.path), *modules],
-            stdin=subprocess.PIPE,
-            env=env,
-        )
+        # 0: started from another thread, whose end must not end the server
+        parent = self.owner if on_main_thread() else 0
+        with interrupts_deferred():
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "simulator.isolation", str(self.path), str(parent),
+                 *modules],
+                stdin=subprocess.PIPE,
+                env=env,
+            )
         deadline = time.monotonic() + 60
         while not self.path.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -207,14 +220,14 @@ class ChildSimulation:
         try:
             _send(self._pipe, (command, arg))
         except OSError:
-            raise SumoError("the simulation process died") from None
+            raise _died() from None
 
     def send_phases(self, phases: np.ndarray) -> None:
         """Ask for one decision step with these greens (its state comes from :meth:`next_state`)."""
         try:
             _send_array(self._pipe, _PHASES, np.ascontiguousarray(phases, dtype=np.int64))
         except OSError:
-            raise SumoError("the simulation process died") from None
+            raise _died() from None
 
     def _next(self, on_progress: Callable[[Any], None] | None = None) -> tuple[bytes, Any]:
         """The next reply or states; progress goes to ``on_progress``; errors are raised here."""
@@ -222,7 +235,7 @@ class ChildSimulation:
             try:
                 tag, message = _recv(self._pipe)
             except (EOFError, OSError):
-                raise SumoError("the simulation process died") from None
+                raise _died() from None
             if tag == _STATES:
                 return tag, message
             status, reply = message
@@ -265,6 +278,62 @@ class ChildSimulation:
         self._pipe.close()
 
 
+def _died() -> SimulationFailed:
+    return SimulationFailed("the simulation process died (killed, or it crashed)",
+                            deterministic=False)
+
+
+_OURS = ("agents", "simulator", "networks")
+"""greenphase's packages: their errors say what they mean (bad input among them)."""
+
+
+def _ours(err: BaseException) -> bool:
+    return type(err).__module__.split(".")[0] in _OURS
+
+
+class _Blamed:
+    """A controller whose exceptions name it: it runs here, far from whoever chose it."""
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+        kind = type(controller)
+        self._name = f"{kind.__module__}:{kind.__qualname__}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+    def reset(self, views: Any, seed: int) -> None:
+        try:
+            self._controller.reset(views, seed)
+        except Exception as err:  # noqa: BLE001 - the user's code: named, whatever it raised
+            raise self._failed(err) from None
+
+    def act(self, views: Any, readings: Any, dt: float) -> Any:
+        try:
+            return self._controller.act(views, readings, dt)
+        except Exception as err:  # noqa: BLE001 - the user's code: named, whatever it raised
+            raise self._failed(err) from None
+
+    def _failed(self, err: Exception) -> Exception:
+        if _ours(err):  # e.g. a trained policy refusing another network: bad input
+            return err
+        return ControllerFailed.of(err, f"controller {self._name} raised")
+
+
+def _failure(err: Exception, sim: Any) -> Exception:
+    """An error where the simulation runs, as one that crosses to the parent whole."""
+    when = "" if sim is None else f" at simulated time {sim.time:g} s"
+    if type(err).__module__.split(".")[0] in ("libsumo", "traci"):
+        return SimulationFailed.of(err, f"SUMO failed{when}")
+    if isinstance(err, SumoError):
+        return SimulationFailed.of(err)
+    if _ours(err):
+        with contextlib.suppress(Exception):  # what cannot cross as it is is described
+            pickle.loads(pickle.dumps(err))
+            return err
+    return SimulationFailed.of(err, f"the simulation failed{when}")
+
+
 def _send_states(conn: Connection, states: list[np.ndarray]) -> None:
     """Several states in one message: their width first, then the states."""
     _send_array(conn, _STATES, np.concatenate([[len(states[0])], *states]))
@@ -293,7 +362,14 @@ def _serve_child(
     sim = None
     try:
         while True:
-            tag, message = _recv(conn)
+            try:
+                tag, message = _recv(conn)
+            except (EOFError, OSError):
+                raise
+            except Exception as err:  # noqa: BLE001 - e.g. a controller's module not importable here
+                _send(conn, ("error", SimulationFailed.of(
+                    err, "the simulation process cannot read what it was sent")))
+                continue
             command, arg = ("step", message) if tag == _PHASES else message
             if command == "stop":
                 return
@@ -315,24 +391,30 @@ def _serve_child(
                             batch = []
                 elif command == "run":
                     controller, seed = arg
-                    result = sim.run(controller, seed, on_step=_progress(conn, sim.scenario.end))
+                    result = sim.run(_Blamed(controller), seed,
+                                     on_step=_progress(conn, sim.scenario.end))
                     _send(conn, ("ok", result))
                 elif command == "finish":
                     _send(conn, ("ok", sim.finish()))
                 else:
                     raise ValueError(f"unknown command {command!r}")
             except Exception as err:  # noqa: BLE001 - sent to the parent, raised there
-                _send(conn, ("error", err))
-    except (EOFError, OSError, KeyboardInterrupt):
+                _send(conn, ("error", _failure(err, sim)))
+    except (EOFError, OSError):
         pass
     finally:
         if sim is not None:
             sim.close()
 
 
-def _main(path: str, preload: list[str]) -> None:
-    """The server: accept connections, fork a child for each, exit when stdin closes."""
+def _main(path: str, parent: int, preload: list[str]) -> None:
+    """The server: accept connections, fork a child for each, exit when stdin closes.
+
+    ``parent``: the process to die with (0: the stdin watch only).
+    """
     import importlib
+
+    follow_parent(parent)
 
     for module in ("libsumo", "simulator.core", *preload):
         importlib.import_module(module)  # once here, so every child starts with it
@@ -358,7 +440,9 @@ def _main(path: str, preload: list[str]) -> None:
                 conn.close()
                 continue
             _warm(scenario)
+            server = os.getpid()
             if os.fork() == 0:
+                die_with_parent(server)
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _serve_child(conn, scenario, options, settings)
@@ -380,4 +464,4 @@ def _warm(scenario: Any) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("LIBSUMO_AS_TRACI", "quiet")
-    _main(sys.argv[1], sys.argv[2:])
+    _main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])

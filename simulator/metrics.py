@@ -107,7 +107,8 @@ def kpis(
 ) -> dict[str, float]:
     """The headline figures of one run: means over every vehicle due in the horizon."""
     n = len(trips)
-    mean = (lambda col: float(trips[col].mean())) if n else (lambda col: 0.0)
+    # no vehicle measured: no mean at all, never a delay of 0 that reads as free flow
+    mean = (lambda col: float(trips[col].mean())) if n else (lambda col: math.nan)
     arrived = int(trips["arrived"].sum())
     return {
         "mean_delay_s": mean("delay_s"),

@@ -19,13 +19,42 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from networks.demand import Demand, DemandError
 from simulator import protocols
 from simulator.sensors import SensorModel
+
+MAX_DECISION_INTERVAL_S = 3600.0
+"""Longest decision interval (and shortest green) in seconds: an hour."""
+MAX_GREEN_S = 1e9
+"""Longest ``max_green`` in seconds: longer than any horizon, so a green is never forced."""
+MAX_CLEARANCE_S = 60.0
+"""Longest yellow or all-red in seconds."""
+MAX_DETECTOR_M = 10_000.0
+"""Longest cap on a detector's length in metres."""
+_BOUNDED = ("decision_interval", "min_green", "max_green", "yellow", "all_red",
+            "detector_length")
+
+
+def allowed_range(field: FieldInfo) -> str:
+    """A numeric field's bounds in words, e.g. ``greater than 0 and at most 3600``."""
+    words = {"Gt": "greater than", "Ge": "at least", "Lt": "less than", "Le": "at most"}
+    parts = [f"{words[type(m).__name__]} {getattr(m, type(m).__name__.lower()):g}"
+             for m in field.metadata if type(m).__name__ in words]
+    return " and ".join(parts)
+
+
+def within(value: float, field: FieldInfo) -> bool:
+    """Whether ``value`` meets a numeric field's bounds."""
+    checks = {"Gt": lambda a, b: a > b, "Ge": lambda a, b: a >= b,
+              "Lt": lambda a, b: a < b, "Le": lambda a, b: a <= b}
+    return all(checks[type(m).__name__](value, getattr(m, type(m).__name__.lower()))
+               for m in field.metadata if type(m).__name__ in checks)
 
 
 def check_faults(value: str) -> str:
@@ -60,19 +89,21 @@ class SimulationOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    decision_interval: float = Field(default=5.0, gt=0)
-    """Seconds between a controller's decisions."""
-    min_green: float = Field(default=5.0, gt=0)
+    decision_interval: float = Field(default=5.0, gt=0, le=MAX_DECISION_INTERVAL_S)
+    """Seconds between a controller's decisions: a whole number of SUMO steps (of 1 s
+    unless ``sumo_args`` set ``--step-length``), at most an hour."""
+    min_green: float = Field(default=5.0, gt=0, le=MAX_DECISION_INTERVAL_S)
     """Shortest green in seconds (a green phase without a ``minDur`` of its own)."""
-    max_green: float = Field(default=50.0, gt=0)
-    """Longest green in seconds before the next green is forced; at least ``min_green``."""
-    yellow: float | None = Field(default=None, gt=0)
+    max_green: float = Field(default=50.0, gt=0, le=MAX_GREEN_S)
+    """Longest green in seconds before the next green is forced; at least ``min_green``
+    (longer than the horizon: never forced)."""
+    yellow: float | None = Field(default=None, gt=0, le=MAX_CLEARANCE_S)
     """Yellow of every change in seconds; ``None``: the network program's own (its longest)."""
-    all_red: float | None = Field(default=None, ge=0)
+    all_red: float | None = Field(default=None, ge=0, le=MAX_CLEARANCE_S)
     """All-red after the yellow in seconds; ``None``: the network program's own (0 if none)."""
     time_to_teleport: float = -1
     """SUMO's teleport threshold in seconds; -1 keeps gridlock as delay instead of hiding it."""
-    detector_length: float | None = Field(default=None, gt=0)
+    detector_length: float | None = Field(default=None, gt=0, le=MAX_DETECTOR_M)
     """Cap on a lane-area detector's length in metres; ``None``: each covers its whole lane."""
     first_wait: bool = False
     """Whether detectors report the waiting time of the first vehicle in the queue."""
@@ -91,11 +122,15 @@ class SimulationOptions(BaseModel):
     """The benchmark whose settings these are (:mod:`simulator.protocols`), set by
     :meth:`for_protocol`; a record, which changes nothing by itself."""
 
-    @field_validator("decision_interval", "min_green", "max_green", "yellow", "all_red")
+    @field_validator(*_BOUNDED, mode="before")
     @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"must be finite, got {value}")
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number out of range, NaN and infinity included, named with the range allowed."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            field = cls.model_fields[str(info.field_name)]
+            limits = allowed_range(field)
+            if not math.isfinite(value) or not within(value, field):
+                raise ValueError(f"must be a finite number {limits}, got {value!r}")
         return value
 
     @field_validator("protocol")
@@ -132,6 +167,12 @@ class SimulationOptions(BaseModel):
 
     @model_validator(mode="after")
     def _greens(self) -> SimulationOptions:
+        step = self.step_length
+        steps = self.decision_interval / step
+        if steps < 1 - 1e-9 or abs(steps - round(steps)) > 1e-6:
+            raise ValueError(
+                f"decision_interval: must be a whole number of SUMO steps of {step:g} s, from "
+                f"{step:g} to {MAX_DECISION_INTERVAL_S:g} s, got {self.decision_interval!r}")
         if self.max_green < self.min_green:
             raise ValueError(f"max_green ({self.max_green}) must be >= min_green "
                              f"({self.min_green})")
@@ -199,6 +240,21 @@ class SimulationOptions(BaseModel):
             return cls.of(options, **settings)
         except (ValidationError, protocols.ProtocolError) as err:
             raise ValueError(validation_message(err, where)) from None
+
+    @property
+    def step_length(self) -> float:
+        """SUMO's step in seconds: 1 unless :attr:`sumo_args` set ``--step-length``."""
+        args = list(self.sumo_args)
+        for i, arg in enumerate(args):
+            name, _, value = arg.partition("=")
+            if name == "--step-length":
+                text = value or (args[i + 1] if i + 1 < len(args) else "")
+                try:
+                    step = float(text)
+                except ValueError:
+                    break
+                return step if math.isfinite(step) and step > 0 else 1.0
+        return 1.0
 
     @property
     def demand_scale(self) -> float:

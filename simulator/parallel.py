@@ -19,7 +19,13 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from simulator.envbase import SignalEnvBase, joint_space, sumo_seed
+from simulator.envbase import (
+    SignalEnvBase,
+    check_seed,
+    integer_phases,
+    joint_space,
+    sumo_seed,
+)
 
 
 class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int]):
@@ -77,7 +83,12 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """Start a new episode; ``seed`` is also SUMO's random seed."""
+        """Start a new episode; ``seed`` (0 to 2**31 - 1) is also SUMO's random seed.
+
+        Raises:
+            ValueError: A seed that is not an integer SUMO takes.
+        """
+        seed = check_seed(seed)
         if seed is not None or self._np_random is None:
             self._np_random, _ = seeding.np_random(seed)
         self.result = None
@@ -100,7 +111,8 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
 
         Raises:
             RuntimeError: no episode is running (call :meth:`reset`).
-            ValueError: an agent is missing from ``actions``, or unknown.
+            ValueError: an agent is missing from ``actions``, or unknown, or its action is
+                not one whole phase number.
         """
         if not self.agents:
             raise RuntimeError("no episode is running: call reset() first")
@@ -112,7 +124,7 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
                 raise ValueError(
                     f"actions must name every signal once: missing {missing}, unknown {unknown}"
                 )
-            phases = [int(actions[a]) for a in self.possible_agents]
+            phases = [self._phase(a, actions[a]) for a in self.possible_agents]
         start = self.sim.time
         self.sim.step(phases)
         readings = self.sim.true_readings  # rewarded for what happened, not what sensors said
@@ -134,6 +146,13 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
             dict.fromkeys(agents, done),
             infos,
         )
+
+    @staticmethod
+    def _phase(agent: str, action: Any) -> int:
+        phases = integer_phases(action, f"the action of {agent!r}")
+        if phases.size != 1:
+            raise ValueError(f"the action of {agent!r} must be one phase number, got {action!r}")
+        return int(phases[0])
 
     def render(self) -> None:
         """Nothing to render: watch an episode with ``gui=True`` instead."""

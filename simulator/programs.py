@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator

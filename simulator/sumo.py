@@ -14,10 +14,56 @@ import shutil
 from typing import Any, Literal
 
 from networks.sumo_home import SumoError, sumo_home
+from simulator.processes import dying_with_this_process
 
-__all__ = ["Backend", "SumoError", "start", "sumo_binary", "sumo_home"]
+__all__ = ["Backend", "ControllerFailed", "SimulationFailed", "SumoError",
+           "described", "start", "sumo_binary", "sumo_home"]
 
 Backend = Literal["libsumo", "traci"]
+
+
+class SimulationFailed(SumoError):
+    """A simulation failed while it ran; the message says why, whole, on one line.
+
+    SUMO refused its input part way (a duplicate vehicle id, a trip with no route),
+    a controller raised, or the simulation's process died. It is raised in the
+    process that asked for the simulation, whichever process ran it (libsumo's own
+    exceptions cannot cross between processes), and it pickles.
+
+    Args:
+        message: What failed.
+        deterministic: Whether running it again would fail the same way (bad input
+            found during the run); False for a crash (a killed process, no memory).
+    """
+
+    def __init__(self, message: str, *, deterministic: bool = True) -> None:
+        super().__init__(message)
+        self.deterministic = deterministic
+
+    @classmethod
+    def of(cls, err: BaseException, context: str = "") -> SimulationFailed:
+        """``err`` as a failure whose message keeps its type and its whole text.
+
+        Args:
+            err: The exception where the simulation ran.
+            context: What was running, put before the cause (``"SUMO at 150 s"``).
+        """
+        if isinstance(err, SimulationFailed):
+            return err
+        # greenphase's own SUMO errors are sentences already; others need their type
+        cause = str(err) if isinstance(err, SumoError) else described(err)
+        return cls(f"{context}: {cause}" if context else cause,
+                   deterministic=not isinstance(err, (MemoryError, OSError)))
+
+
+class ControllerFailed(SimulationFailed):
+    """A controller raised where its simulation ran; the message names it."""
+
+
+def described(err: BaseException) -> str:
+    """An exception as ``Type: message``, its whole message on one line."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def sumo_binary(name: str = "sumo") -> str:
@@ -32,7 +78,6 @@ def sumo_binary(name: str = "sumo") -> str:
 
 
 _labels = itertools.count()
-
 
 def start(args: list[str], backend: Backend = "libsumo", *, gui: bool = False) -> Any:
     """Start a simulation with command-line ``args`` (without the binary).
@@ -65,7 +110,7 @@ def start(args: list[str], backend: Backend = "libsumo", *, gui: bool = False) -
 
         label = f"greenphase-{os.getpid()}-{next(_labels)}"
         try:
-            traci.start(cmd, label=label)
+            traci.start(dying_with_this_process(cmd), label=label)
         except (traci.exceptions.FatalTraCIError, traci.exceptions.TraCIException) as err:
             raise SumoError(f"SUMO refused to start: {err}") from None
         return traci.getConnection(label)

@@ -2,17 +2,21 @@
 
 One module per group of commands; this one builds the application from them. A bad
 value anywhere (an option out of range, an unknown choice, a missing file) is one
-line ``error: ...`` on stderr and exit status 2.
+line ``error: ...`` on stderr and exit status 2; an interrupt, Ctrl-C or SIGTERM,
+one line ``interrupted: ...`` and 130 (:mod:`experiments.cli.common`).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import typer
 
-from experiments.cli import bench, compare, networks, replay, specs, train, tune
+from experiments.cli import bench, benchmark, compare, networks, replay, specs, train, tune
 from experiments.cli.common import OneLineErrors
+from networks import scratch
 
 __all__ = ["app", "main"]
 
@@ -33,6 +37,7 @@ app.command()(compare.evaluate)
 app.command()(compare.robustness)
 app.command()(train.study)
 app.command()(bench.bench)
+app.command()(benchmark.benchmark)
 app.command()(replay.replay)
 app.command("run")(specs.run)
 app.command("sweep")(specs.sweep)
@@ -45,10 +50,16 @@ networks_app.command("generate")(networks.networks_generate)
 networks_app.command("show")(networks.networks_show)
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: cleaned up, one line
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
+        scratch.remove_stale()  # what killed runs left
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted: nothing more was written", err=True)
         sys.exit(130)

@@ -36,12 +36,18 @@ def bench(
         int, typer.Option("--seeds", "-s", min=1,
                           help="--edge: held-out seeds 0..N-1 for the delay.")
     ] = 3,
+    train: Annotated[
+        bool, typer.Option("--train", help="Decision steps per second while a DQN learns: "
+                                           "SB3's and greenphase's, side by side.")
+    ] = False,
 ) -> None:
     """Time one episode: SUMO alone, sumo-rl's env, and greenphase's env, side by side."""
     from experiments.bench import bench as run_bench
     from experiments.bench import format_table
     from experiments.edge import bench_edge, format_edge_table
 
+    if train:
+        return bench_learning(where, repeats, json_out)
     with user_errors():
         if edge is not None:
             result = bench_edge(edge, scenario=where.scenario_if_named(), seeds=seeds,
@@ -88,3 +94,15 @@ def bench_sweep(
         typer.echo(json.dumps(result))
     else:
         out_console.print(format_sweep_table(result))
+
+
+def bench_learning(where: ScenarioOptions, repeats: int, json_out: bool) -> None:
+    """``bench --train``: DQN learning speed on the network (default cologne1)."""
+    from experiments.bench_train import bench_train, format_train_table
+
+    with user_errors():
+        result = bench_train(where.scenario(default="cologne1"), repeats=repeats, progress=note)
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        out_console.print(format_train_table(result))

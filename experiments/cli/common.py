@@ -1,4 +1,9 @@
-"""What the commands share: option types, one line for bad input, the consoles."""
+"""What the commands share: option types, one line for every error, the consoles.
+
+Bad input is one line ``error: ...`` and exit status 2; a run that fails while it
+runs, one line and 1; an interrupt (Ctrl-C, SIGTERM), one line ``interrupted: ...``
+saying what was kept, and 130.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ from typer.core import TyperGroup
 from agents import CheckpointError, TrainedPolicyError, UnknownControllerError
 from experiments import results
 from experiments.cli.choices import Cleaning, Protocol
+from experiments.executor import RunFailed
 from experiments.options import BadInput, ScenarioOptions
 from experiments.progress import err_console, note, out_console
 from networks import NetworkError
 from simulator import ProgramError, SumoError
+from simulator.sumo import SimulationFailed
 
 __all__ = ["BadInput", "ScenarioOptions", "err_console", "note", "out_console"]
 
@@ -28,6 +35,20 @@ USER_ERRORS = (
 )
 """The library's errors that mean bad input rather than a bug."""
 
+RUN_ERRORS = (RunFailed, SimulationFailed, results.WriteFailed)
+"""The library's errors of a run that failed while it ran (exit status 1)."""
+
+INTERRUPTED = {
+    **dict.fromkeys(("sweep", "run"), "the runs that finished are in the results folder's "
+                                      "store; the same command with --resume continues"),
+    "train": "the checkpoints of the finished episodes are in the run folder; the same "
+             "command with --resume continues",
+    **dict.fromkeys(("compare", "evaluate", "robustness", "study"),
+                    "no summary was written; the runs that finished are in the results "
+                    "folder's store"),
+}
+"""What an interrupted command kept, by command."""
+
 
 def first_line(message: str, default: str) -> str:
     """The first line of a message (``default`` when it is empty)."""
@@ -35,15 +56,34 @@ def first_line(message: str, default: str) -> str:
     return text.splitlines()[0] if text else default
 
 
+def whole(message: str, default: str) -> str:
+    """A message whole, on one line (``default`` when it is empty): the line may wrap."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip()) or default
+
+
 @contextlib.contextmanager
 def user_errors(*more: type[Exception]) -> Iterator[None]:
-    """Turn bad input into one line on stderr and exit status 2, never a traceback."""
+    """Bad input: one line on stderr and exit status 2; a run that failed: 1. No traceback."""
     caught: tuple[type[BaseException], ...] = (BadInput, *USER_ERRORS, *more)
     try:
         yield
+    except RUN_ERRORS as err:
+        typer.echo(f"error: {whole(str(err), type(err).__name__)}", err=True)
+        raise typer.Exit(1) from None
     except caught as err:
-        typer.echo(f"error: {first_line(str(err), type(err).__name__)}", err=True)
+        typer.echo(f"error: {whole(str(err), type(err).__name__)}", err=True)
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def interrupts(command: str | None) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: one line saying what ``command`` kept, and exit status 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = INTERRUPTED.get(command or "", "nothing more was written")
+        typer.echo(f"interrupted: {kept}", err=True)
+        raise typer.Exit(130) from None
 
 
 @contextlib.contextmanager
@@ -71,7 +111,12 @@ class OneLineErrors(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         with _one_line_usage_errors():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:
+                # the command is known once the group has resolved it
+                with interrupts(ctx.invoked_subcommand):
+                    raise
 
 
 def positive(value: float | None) -> float | None:
@@ -92,6 +137,9 @@ RoutesOpt = Annotated[
 ]
 BeginOpt = Annotated[int | None, typer.Option("--begin", help="Simulated start time in s.")]
 EndOpt = Annotated[int | None, typer.Option("--end", help="Simulated end time in s.")]
+AllowLargeOpt = Annotated[bool | None, typer.Option(
+    "--allow-large", help="Run work above the sane limits: a horizon over a day, a spec of "
+                          "over 2,000 runs, a network of over 10 M parameters.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 FaultsOpt = Annotated[str, typer.Option(
     "--faults", help="Sensor faults the controllers see, e.g. 'dropout=0.2,noise=0.1' (kinds: "
@@ -118,7 +166,7 @@ def _keyword(name: str, annotation: Any) -> inspect.Parameter:
 
 SCENARIO_OPTIONS = (
     _keyword("network", NetworkOpt), _keyword("net", NetOpt), _keyword("routes", RoutesOpt),
-    _keyword("begin", BeginOpt), _keyword("end", EndOpt),
+    _keyword("begin", BeginOpt), _keyword("end", EndOpt), _keyword("allow_large", AllowLargeOpt),
 )
 """The options that name a scenario, as :func:`with_scenario` gives them to a command."""
 

@@ -69,6 +69,10 @@ def comparison_table(summary: Any, title: str) -> Table:
     return table
 
 
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the results of the same command in --out.")]
+
+
 def _compare_plan(plan: ComparePlan, json_out: bool) -> None:
     """Run a comparison with a progress bar; print its JSON or its table."""
     if plan.reference_added:
@@ -76,6 +80,9 @@ def _compare_plan(plan: ComparePlan, json_out: bool) -> None:
     with CompareBar(plan.scenario, plan.runs, plan.decision_interval) as bar:
         comparison = run_comparison(plan, on_step=bar.on_step)
     _show(comparison, plan, json_out)
+    if comparison.error:  # the table above holds the runs that finished
+        typer.echo(f"error: {comparison.error}", err=True)
+        raise typer.Exit(1)
 
 
 def _show(comparison: Comparison, plan: ComparePlan, json_out: bool) -> None:
@@ -83,7 +90,8 @@ def _show(comparison: Comparison, plan: ComparePlan, json_out: bool) -> None:
         typer.echo(json.dumps(comparison.to_json()))
         return
     out_console.print(comparison_table(comparison.summary, plan.title))
-    out_console.print(f"results: {plan.folder}")
+    if not comparison.error:
+        out_console.print(f"results: {plan.folder}")
 
 
 @with_scenario
@@ -108,12 +116,14 @@ def compare(
     cleaning: CleaningOpt = Cleaning["none"],
     demand: DemandOpt = COMPARE_DEMAND,
     protocol: ProtocolOpt = DEFAULT_PROTOCOL,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run controllers on one network over seeds; print the table and write the results."""
     with user_errors(FaultConfigError, CleaningError):
         plan = plan_compare(where.scenario(), controller_names(controllers), seeds, out,
                             decision_interval=decision_interval, faults=faults,
-                            cleaning=cleaning.value, demand=demand, protocol=protocol.value)
+                            cleaning=cleaning.value, demand=demand, protocol=protocol.value,
+                            overwrite=overwrite)
         _compare_plan(plan, json_out)
 
 
@@ -131,12 +141,14 @@ def evaluate(
     cleaning: CleaningOpt = Cleaning["none"],
     demand: DemandOpt = COMPARE_DEMAND,
     protocol: ProtocolOpt = DEFAULT_PROTOCOL,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Evaluate a trained run over held-out seeds against fixed timing (and others)."""
     with user_errors(FaultConfigError, CleaningError):
         others = split_names(controllers)
         plan = plan_evaluation(run, where, others=others, seeds=seeds, out=out, faults=faults,
-                               cleaning=cleaning.value, demand=demand, protocol=protocol.value)
+                               cleaning=cleaning.value, demand=demand, protocol=protocol.value,
+                               overwrite=overwrite)
         _compare_plan(plan, json_out)
 
 
@@ -155,6 +167,7 @@ def robustness(
     json_out: JsonOpt = False,
     demand: DemandOpt = "fixed",
     protocol: ProtocolOpt = DEFAULT_PROTOCOL,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Mean delay of fixed timing, max-pressure and a trained policy as sensor dropout rises."""
     from experiments.robustness import table
@@ -162,7 +175,7 @@ def robustness(
     with user_errors(FaultConfigError, CleaningError):
         plan = plan_robustness(run, where, rates=dropout_rates(rates), seeds=seeds,
                                faults=faults, cleaning=cleaning.value, out=out, demand=demand,
-                               protocol=protocol.value)
+                               protocol=protocol.value, overwrite=overwrite)
         with RobustnessBar(f"robustness {plan.scenario.name}", plan.runs) as bar:
             result = run_robustness(plan, on_run=bar.on_run)
     if json_out:

@@ -51,11 +51,15 @@ def networks_show(
         str | None, typer.Argument(help="Registered network or grid-RxC (default cologne1).")
     ] = None,
     net: NetOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --png if it exists.")
+                         ] = False,
 ) -> None:
     """Draw a network as a PNG: its roads, and its traffic lights marked and labelled."""
+    from experiments.layout import claim_files
     from networks.picture import draw
 
     with user_errors():
+        claim_files([png], overwrite=overwrite)
         net_file, title = picture_source(name, net)
         draw(net_file, png, title=title)
     typer.echo(f"picture: {png}")

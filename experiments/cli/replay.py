@@ -43,13 +43,19 @@ def replay(
         typer.Option("--at", help="Simulated seconds from the scenario's begin for "
                                   "--screenshot (repeatable; default: the end)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace screenshots that exist.")] = False,
 ) -> None:
     """Watch a run in sumo-gui: same network, demand, seed and controller as measured."""
     from experiments.display import DisplayError
-    from experiments.replay import GuiClosedError, ReplayError, plan
+    from experiments.layout import claim_files
+    from experiments.replay import GuiClosedError, ReplayError, plan, screenshot_paths
     from experiments.replay import replay as run_replay
 
     with user_errors(ReplayError, DisplayError):
+        if screenshot is not None:
+            claim_files(screenshot_paths(screenshot, at) if at else [screenshot],
+                        overwrite=overwrite)
         target = plan(run, scenario=where.scenario_if_named(),
                       controller=controller, seed=seed, begin=where.begin, end=where.end)
         try:

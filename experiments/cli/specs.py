@@ -10,11 +10,13 @@ from typing import Annotated
 import typer
 
 from experiments.cli.choices import Backend
-from experiments.cli.common import JsonOpt, out_console, user_errors
+from experiments.cli.common import AllowLargeOpt, JsonOpt, out_console, user_errors
 from experiments.gates import GateError
+from experiments.limits import TooLargeError
 from experiments.progress import SweepBar
 from experiments.report import ReportError, summary_table
 from experiments.spec import SpecError
+from experiments.spec_checks import check_plan, check_size
 from experiments.sweep import SweepError
 from experiments.workflows import SpecOutcome, plan_spec, run_spec, spec_folder
 
@@ -68,9 +70,12 @@ def spec_command(command: str, doc: str) -> Callable[..., None]:
         out: SpecOutOpt = None,
         json_out: JsonOpt = False,
         fail_under: FailUnderOpt = None,
+        allow_large: AllowLargeOpt = False,
     ) -> None:
-        with user_errors(SpecError, SweepError, GateError, ReportError):
+        with user_errors(SpecError, SweepError, GateError, ReportError, TooLargeError):
+            check_size(spec, allow_large=bool(allow_large))  # before expanding the points
             plan, gates = plan_spec(command, spec, fail_under or [])
+            check_plan(plan, spec, allow_large=bool(allow_large))
             folder = spec_folder(plan, out)
             with SweepBar(command, plan.name) as bar:
                 outcome = run_spec(command, plan, gates, folder, workers=workers,
@@ -81,8 +86,10 @@ def spec_command(command: str, doc: str) -> Callable[..., None]:
         for verdict in outcome.failed_gates:
             typer.echo(verdict.line(), err=True)
         if outcome.result.failures:
-            typer.echo(f"error: {len(outcome.result.failures)} run(s) failed after "
-                       f"{retries + 1} attempt(s); see {outcome.report}", err=True)
+            most = max(int(f.get("attempts", 1)) for f in outcome.result.failures)
+            typer.echo(f"error: {len(outcome.result.failures)} run(s) failed (after at most "
+                       f"{most} attempt(s); a failure of the input itself is not retried); "
+                       f"see {outcome.report}", err=True)
         if outcome.failed_gates or outcome.result.failures:
             raise typer.Exit(1)
 

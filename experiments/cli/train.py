@@ -32,6 +32,7 @@ from experiments.cli.common import (
     user_errors,
     with_scenario,
 )
+from experiments.limits import TooLargeError, check_policy
 from experiments.options import default_folder
 from experiments.progress import StudyBar, TrainBar
 
@@ -92,6 +93,11 @@ def train(
     proximal: Annotated[
         float | None, typer.Option(help="--federated: FedProx mu (default 0: plain FedAvg).")
     ] = None,
+    simulations: Annotated[
+        int, typer.Option(min=0, help="Episodes simulated at once, the policy deciding for "
+                                      "all; 0: one per core, at most 8 (results depend on "
+                                      "the number).")
+    ] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
     overwrite: Annotated[
@@ -100,14 +106,14 @@ def train(
 ) -> None:
     """Train a signal policy by gradient descent into a run dir (checkpoints, curves, plots)."""
     from agents.optim import ConfigError
-    from experiments.train import RunExistsError
+    from experiments.train import RunExistsError, with_simulations
     from experiments.train import train as run_train
     from experiments.workflows import resumed_spec, training_spec
 
-    with user_errors(ConfigError, RunExistsError):
+    with user_errors(ConfigError, RunExistsError, TooLargeError):
         scenario = where.scenario()
         run = out or default_folder("train", scenario.name, algo.value)
-        spec = resumed_spec(run) if resume else training_spec(
+        spec = resumed_spec(run) if resume else with_simulations(training_spec(
             algo=algo.value, seed=seed, optimizer=optimizer.value, lr=lr, momentum=momentum,
             schedule=schedule.value, batch_mode=batch_mode.value, batch_size=batch_size,
             weight_decay=weight_decay, l1=l1, grad_clip=grad_clip, hidden=hidden,
@@ -115,7 +121,8 @@ def train(
             eval_every=eval_every, faults=faults, cleaning=cleaning.value, normalize=normalize,
             federated=federated, episodes=episodes, local_episodes=local_episodes,
             rounds=rounds, proximal=proximal, demand=demand, protocol=protocol.value,
-            network=scenario.name)
+            network=scenario.name), simulations)
+        check_policy(spec.hidden, allow_large=bool(where.allow_large))
         with TrainBar(f"train {scenario.name} {spec.algo}", spec.episodes) as bar:
             result = run_train(spec, scenario, run, resume=resume, overwrite=overwrite,
                                on_episode=bar.on_episode)
@@ -134,15 +141,18 @@ def study(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Study folder.")] = None,
     json_out: JsonOpt = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a study in --out.")] = False,
 ) -> None:
     """Train DQN with sgd, momentum, nesterov and adam (constant, cosine) against max-pressure."""
     from agents.optim import ConfigError
+    from experiments.layout import claim
     from experiments.study import SETTINGS, summary_table, to_json_text
     from experiments.study import study as run_study
 
     with user_errors(ConfigError):
         scenario = where.scenario()
-        folder = out or default_folder("study", scenario.name)
+        folder = claim(out or default_folder("study", scenario.name), "study",
+                       overwrite=overwrite)
         with StudyBar(scenario, len(SETTINGS) * seeds) as bar:
             result = run_study(scenario, folder, seeds=seeds, episodes=episodes, workers=workers,
                                on_run=bar.on_run)
@@ -172,12 +182,15 @@ def export(
         typer.Option("--out", "-o", help="File to write (default RUN/edge/policy-fp32.pt, "
                                          "-int8, .onnx)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the file --out names.")] = False,
 ) -> None:
     """Export a trained policy with its observation normalisation as one file for edge devices."""
     from agents.export import export_policy
+    from experiments.layout import claim_files
 
     precision = None if quantize is None else quantize.value
     with user_errors():
+        claim_files([out] if out is not None else [], overwrite=overwrite)
         path = export_policy(run, fmt.value, quantize=precision, out=out)
     typer.echo(f"exported {fmt.value} {precision or 'fp32'}: {path} ({path.stat().st_size} "
                f"bytes); run it with --controllers exported:{path}")

@@ -65,12 +65,14 @@ def tune(
 ) -> None:
     """Tune a classic controller's parameters (Optuna TPE) on tuning seeds; use as tuned:DIR."""
     from experiments.executor import make_executor
+    from experiments.layout import claim, fresh
     from experiments.tune import tune as run_tune
 
     with user_errors(SweepError):
         scenario = where.scenario()
         options = tune_options(decision_interval, demand, protocol.value, scenario.name)
-        folder = out or default_folder("tune", scenario.name, controller)
+        folder = claim(out or fresh(default_folder("tune", scenario.name, controller)),
+                       "tune", overwrite=overwrite)
         result = run_tune(controller, scenario, folder, trials=trials, timeout=timeout,
                           workers=workers, seeds=seeds, seed=seed, options=options,
                           executor=make_executor(backend.value, workers), overwrite=overwrite,

@@ -241,10 +241,10 @@ def test_program_controllers_run_their_sumo_program(tiny: Scenario, ctrl, progra
 
 # ------------------------------------------------------------------ parameters
 def test_parameters_default_to_the_values_the_figures_were_made_with() -> None:
-    # max-pressure's hold and SOTL's theta: chosen on tuning demand by
+    # max-pressure's hold and SOTL's settings: chosen on tuning demand by
     # experiments/specs/defaults.toml, as their docstrings say
     assert MaxPressure().min_hold == 10.0
-    assert (SOTL().theta, SOTL().mu, SOTL().phi_min) == (10.0, 3, 10.0)
+    assert (SOTL().theta, SOTL().mu, SOTL().phi_min) == (5.0, 0, 15.0)
     for model in (MaxPressureParams, SOTLParams):
         assert "tuning demand" in (model.__doc__ or "")
         assert "experiments/specs/defaults.toml" in (model.__doc__ or "")
@@ -281,7 +281,7 @@ def test_bad_parameters_are_refused_naming_the_key(model, values: dict, key: str
 @pytest.mark.parametrize(("name", "cls", "values"), [
     ("max-pressure[min_hold=10]", MaxPressure, {"min_hold": 10.0}),
     ("max-pressure[ min_hold = 2.5 ]", MaxPressure, {"min_hold": 2.5}),
-    ("sotl[theta=40,mu=3]", SOTL, {"theta": 40.0, "mu": 3, "phi_min": 10.0}),
+    ("sotl[theta=40,mu=3]", SOTL, {"theta": 40.0, "mu": 3, "phi_min": 15.0}),
     ("sotl[theta=40;phi_min=5]", SOTL, {"theta": 40.0, "phi_min": 5.0}),
     ("actuated[detector_gap=1,max_gap=4]", Actuated, {"detector_gap": 1.0, "max_gap": 4.0}),
     ("actuated[min_dur=none,show_detectors=true]", Actuated,

@@ -36,14 +36,14 @@ def without_wall(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_compare_resamples_by_default_and_says_so(tmp_path: Path) -> None:
     doc = compare_json(tmp_path, "a", "--seeds", "3")
-    assert doc["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 300}
+    assert doc["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 60}
     assert doc["protocol"] == "greenphase"
     vehicles = [r["vehicles"] for r in doc["runs"]]
     assert len(set(vehicles)) == 3, vehicles  # every seed its own traffic
     again = compare_json(tmp_path, "b", "--seeds", "3", "--demand", "resample")
     assert without_wall(again) == without_wall(doc)  # the draws are the seed's
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert manifest["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 300}
+    assert manifest["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 60}
     assert manifest["protocol"] == "greenphase"
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["demand"] == doc["demand"]
 

@@ -135,9 +135,11 @@ def test_a_sweep_folder_of_the_old_layout_still_reads(ran: tuple[Path, dict],
 def test_compare_replaces_a_comparison_but_not_a_sweep(ran: tuple[Path, dict],
                                                        tmp_path: Path) -> None:
     args = ["compare", "--network", "grid-1x1", "--end", "120", "-c", "fixed", "--seeds", "1"]
-    for _ in range(2):  # a comparison's folder takes the next comparison
-        result = runner.invoke(app, [*args, "--out", str(tmp_path / "cmp")])
+    for flags in ([], ["--overwrite"]):  # a comparison's folder takes the next with --overwrite
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "cmp"), *flags])
         assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr, result.output
     assert len(store.read(tmp_path / "cmp")) == 1
     result = runner.invoke(app, [*args, "--out", str(ran[0] / "out")])
     assert result.exit_code == 2

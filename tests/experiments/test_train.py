@@ -167,7 +167,7 @@ def test_train_evaluate_and_compare_a_trained_run(tiny: Scenario, tmp_path: Path
     assert [s["controller"] for s in doc["summary"]] == ["fixed", f"trained:{run}"]
     assert manifest_kind(tmp_path / "eval") == "evaluate"
     # evaluate draws held-out demand by default, and says so in every record
-    assert doc["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 300}
+    assert doc["demand"] == {"mode": "resample", "scale": 1.0, "bin_s": 60}
     assert doc["protocol"] == "greenphase"
     manifest = json.loads((tmp_path / "eval" / "manifest.json").read_text())
     assert manifest["demand"]["mode"] == "resample" and manifest["protocol"] == "greenphase"

@@ -36,7 +36,7 @@ def vehicles(path: Path) -> list[ET.Element]:
 def test_the_profile_counts_every_trip_of_the_horizon(
     cologne1: Scenario, cologne1_profile: demand.Profile
 ) -> None:
-    assert cologne1_profile.means.shape == (len(cologne1_profile.groups), 12)  # 5 min bins
+    assert cologne1_profile.means.shape == (len(cologne1_profile.groups), 60)  # 1 min bins
     assert cologne1_profile.means.sum() == 2015
     assert demand.vehicles_due(cologne1) == 2015
     assert all(g.tag == "trip" and dict(g.attributes)["type"] == "pkw"
@@ -149,7 +149,7 @@ def handmade(tmp_path: Path) -> Scenario:
 
 
 def test_vehicles_keep_what_they_are(handmade: Scenario, tmp_path: Path) -> None:
-    source = profile(handmade)
+    source = profile(handmade, 300)
     assert source.means.shape == (5, 2)
     # x1 and x2 are one group; the flows count what they are expected to insert
     assert source.means.sum(axis=1).tolist() == [2, 1, 1, 60, 30]
@@ -233,12 +233,12 @@ def test_demand_text() -> None:
     assert Demand.parse("scale=1.2", mode="resample") == Demand(mode="resample", scale=1.2)
     assert Demand.parse("mode=resample") == Demand(mode="resample")
     assert str(Demand(mode="resample", scale=1.2)) == "resample,scale=1.2"
-    assert Demand.parse("resample,bin_s=60").bin_s == 60
+    assert Demand.parse("resample,bin_s=120").bin_s == 120
     for value in (Demand(mode="resample"), Demand(scale=1.23456789),
-                  Demand(mode="resample", scale=0.5, bin_s=60)):
+                  Demand(mode="resample", scale=0.5, bin_s=120)):
         assert Demand.parse(str(value)) == value
     assert Demand(mode="resample", scale=1.2).model_dump() == {"mode": "resample", "scale": 1.2,
-                                                               "bin_s": 300}
+                                                               "bin_s": 60}
     assert pickle.loads(pickle.dumps(Demand(mode="resample"))) == Demand(mode="resample")
 
 
@@ -271,8 +271,8 @@ def test_fixed_demand_is_the_route_files(cologne1: Scenario) -> None:
     resampled = Demand(mode="resample", scale=1.2)
     assert resampled.sumo_arguments() == ()
     assert resampled.route_files(cologne1, 3) == (resample(cologne1, 3, 1.2),)
-    finer = Demand(mode="resample", bin_s=60).route_files(cologne1, 3)
-    assert finer == (resample(cologne1, 3, bin_s=60),) and finer != resampled.route_files(
+    coarser = Demand(mode="resample", bin_s=300).route_files(cologne1, 3)
+    assert coarser == (resample(cologne1, 3, bin_s=300),) and coarser != resampled.route_files(
         cologne1, 3)
 
 

@@ -13,21 +13,21 @@ import pytest
 import networks
 from networks import NetworkError, Phase, Program, Scenario
 from simulator import movements, programs
+from simulator.options import SimulationOptions
 from simulator.programs import (
     ACTUATED_PROGRAM_ID,
     WEBSTER_PROGRAM_ID,
     SignalPlan,
+    WebsterParams,
     actuated_programs,
     critical_flow_ratios,
     link_flows,
-    WebsterParams,
     movement_counts,
     plans_for,
     webster_program,
     webster_programs,
     write_additional,
 )
-from simulator.options import SimulationOptions
 from simulator.sumo import sumo_binary
 
 TLS = "GS_cluster_357187_359543"  # cologne1's only signal

@@ -40,7 +40,7 @@ def test_demand_scale_is_the_scale_of_the_demand() -> None:
     assert SimulationOptions.of(resampled, demand_scale=2.0).demand == Demand(
         mode="resample", scale=2.0)
     assert SimulationOptions.model_validate(resampled.model_dump()) == resampled
-    assert resampled.model_dump()["demand"] == {"mode": "resample", "scale": 1.2, "bin_s": 300}
+    assert resampled.model_dump()["demand"] == {"mode": "resample", "scale": 1.2, "bin_s": 60}
     assert pickle.loads(pickle.dumps(resampled)) == resampled
     assert hash(resampled) == hash(SimulationOptions(demand=Demand(mode="resample", scale=1.2)))
 

@@ -1,0 +1,188 @@
+"""Speed of learning: decision steps per second while a DQN trains, side by side in one run.
+
+``greenphase bench --train`` runs, each in a fresh worker interpreter
+(:mod:`experiments.bench`'s), one DQN training of :data:`TRAIN_EPISODES`
+episodes' worth of decision steps per row:
+
+- ``sb3-dqn:sumo-rl``: Stable-Baselines3's DQN on sumo-rl's ``SumoEnvironment``
+  (single agent, its default observation and reward);
+- ``sb3-dqn:greenphase``: the same DQN on greenphase's Gymnasium env
+  (:class:`~simulator.env.TrafficSignalEnv`, its default observation and reward);
+- ``greenphase-dqn:1`` and ``greenphase-dqn:N``: greenphase's own trainer
+  (:class:`experiments.train.Trainer`) with one simulation, and with one per
+  core (:func:`experiments.train.default_simulations`), evaluation and
+  checkpoints left out.
+
+The traffic is made comparable: every row simulates the scenario's own net and
+route files over the same horizon, deciding every :data:`DELTA_TIME` seconds,
+so a row's decision steps are the same in number; the vehicles' moves still
+differ with the policy (and the phase rules differ a little: sumo-rl's 2 s
+yellow and 5 s minimum green against greenphase's protocol), so this times
+learning, not a traffic result. Both DQNs learn with the same settings,
+greenphase's defaults: Adam at 1e-3, batches of 64, a 64x64 network, replay of
+50 000, learning from 1 000 transitions, one update a step, a target copy
+every 500, exploration from 1 to 0.05 over 30% of the steps, gradients clipped
+at 10, one torch thread. (greenphase's is double DQN; with N simulations it
+makes one update of N batches per step of all N.) SB3's rows need a network
+with one signal and stable-baselines3 installed (the ``bench`` extra); where
+either is missing they are left out with one line that says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from experiments.bench import DELTA_TIME, SEED, _start_fork_server, _time_in_worker, sumo_rl_env
+
+if TYPE_CHECKING:
+    from networks import Scenario
+
+TRAIN_EPISODES = 4
+"""Episodes' worth of decision steps each row learns over (2 880 steps on cologne1)."""
+
+SB3_ROWS = ("sb3-dqn:sumo-rl", "sb3-dqn:greenphase")
+GREENPHASE_ROW = "greenphase-dqn"
+
+
+def train_rows(scenario: Scenario, simulations: int) -> tuple[list[str], list[str]]:
+    """The rows this machine can measure on ``scenario``, and one line per row left out."""
+    notes: list[str] = []
+    rows: list[str] = []
+    if importlib.util.find_spec("stable_baselines3") is None:
+        notes.append("stable-baselines3 is not installed (pip install 'greenphase[bench]'): "
+                     "its rows are left out")
+    elif len(scenario.net.tls_ids) != 1:
+        notes.append(f"SB3's DQN drives one signal and {scenario.name} has "
+                     f"{len(scenario.net.tls_ids)}: its rows are left out")
+    else:
+        rows += SB3_ROWS
+    rows += [f"{GREENPHASE_ROW}:{n}" for n in sorted({1, simulations})]
+    return rows, notes
+
+
+def decision_steps(scenario: Scenario, episodes: int = TRAIN_EPISODES) -> int:
+    """Decision steps of ``episodes`` episodes over the scenario's horizon."""
+    return episodes * -(-scenario.horizon_s // DELTA_TIME)
+
+
+# ------------------------------------------------------------------ in a worker
+def learning_run(row: str, scenario: Scenario) -> Callable[[], None]:
+    """Build a row's learner and environment; the callable learns (the part that is timed)."""
+    import torch
+
+    torch.set_num_threads(1)  # as greenphase trains: tiny networks lose on more threads
+    if row.startswith(f"{GREENPHASE_ROW}:"):
+        return _greenphase_run(scenario, int(row.split(":")[1]))
+    if row not in SB3_ROWS:
+        raise ValueError(f"unknown row {row!r}")
+    from stable_baselines3 import DQN
+
+    if row == "sb3-dqn:sumo-rl":
+        env = sumo_rl_env(scenario, single_agent=True)
+    else:
+        from simulator.env import TrafficSignalEnv
+
+        _start_fork_server()
+        env = TrafficSignalEnv(scenario, decision_interval=DELTA_TIME)
+    model = DQN(
+        "MlpPolicy", env, learning_rate=1e-3, buffer_size=50_000, learning_starts=1_000,
+        batch_size=64, gamma=0.9, train_freq=1, gradient_steps=1, target_update_interval=500,
+        exploration_fraction=0.3, exploration_initial_eps=1.0, exploration_final_eps=0.05,
+        max_grad_norm=10.0, policy_kwargs={"net_arch": [64, 64]}, seed=SEED, device="cpu",
+    )
+    steps = decision_steps(scenario)
+
+    def learn() -> None:
+        model.learn(total_timesteps=steps)
+        env.close()
+
+    return learn
+
+
+def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], None]:
+    from experiments.train import Trainer, TrainSpec, training_seed
+    from simulator.options import SimulationOptions
+
+    _start_fork_server()
+    spec = TrainSpec(algo="dqn", episodes=TRAIN_EPISODES, simulations=simulations,
+                     seed=SEED, simulation=SimulationOptions(decision_interval=DELTA_TIME))
+    trainer = Trainer(spec, scenario, Path(tempfile.mkdtemp(prefix="greenphase-bench-")))
+
+    def learn() -> None:
+        try:
+            for first in range(0, spec.episodes, simulations):
+                episodes = range(first, min(first + simulations, spec.episodes))
+                trainer.run_round([training_seed(spec, e) for e in episodes], learn=True)
+        finally:
+            trainer.close()
+
+    return learn
+
+
+# ------------------------------------------------------------------ the bench
+def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Decision steps per second while learning, every row ``repeats`` times, interleaved.
+
+    Args:
+        scenario: The network, its demand and the horizon.
+        repeats: Trainings per row; the reported rate is their median.
+        simulations: greenphase's simulations at once (default: one per core).
+        progress: Called with a line after each timed training, and with each row left out.
+
+    Returns:
+        ``{"network", "begin_s", "end_s", "decision_s", "steps", "repeats", "left_out",
+        "rows"}``; each row ``{"name", "wall_s" (median), "walls_s", "steps_per_s",
+        "ratio_to_sb3_sumo_rl"}`` (the last None without that row). JSON-serialisable.
+
+    Raises:
+        ValueError: ``repeats`` is below 1.
+        BenchError: A row failed to run.
+    """
+    from experiments.train import default_simulations
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    rows, notes = train_rows(scenario, simulations or default_simulations())
+    for line in notes:
+        if progress is not None:
+            progress(line)
+    steps = decision_steps(scenario)
+    walls: dict[str, list[float]] = {row: [] for row in rows}
+    for r in range(repeats):
+        for row in rows:
+            walls[row].append(_time_in_worker(row, scenario))
+            if progress is not None:
+                progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} "
+                         f"{steps / walls[row][-1]:.0f} steps/s")
+    rates = {row: steps / statistics.median(w) for row, w in walls.items()}
+    reference = rates.get(SB3_ROWS[0])
+    return {
+        "network": scenario.name, "begin_s": scenario.begin, "end_s": scenario.end,
+        "decision_s": DELTA_TIME, "steps": steps, "repeats": repeats, "left_out": notes,
+        "rows": [{"name": row, "wall_s": statistics.median(walls[row]), "walls_s": walls[row],
+                  "steps_per_s": rates[row],
+                  "ratio_to_sb3_sumo_rl": rates[row] / reference if reference else None}
+                 for row in rows],
+    }
+
+
+def format_train_table(result: dict[str, Any]) -> Table:
+    """The result of :func:`bench_train` as a table for the terminal."""
+    table = Table(title=(f"{result['network']}: DQN learning over {result['steps']} decision "
+                         f"steps ({result['decision_s']} s each), median of "
+                         f"{result['repeats']}"))
+    for column in ("name", "wall s", "steps/s", "ratio to sb3-dqn:sumo-rl"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for row in result["rows"]:
+        ratio = row["ratio_to_sb3_sumo_rl"]
+        table.add_row(row["name"], f"{row['wall_s']:.1f}", f"{row['steps_per_s']:.0f}",
+                      "" if ratio is None else f"{ratio:.2f}")
+    return table

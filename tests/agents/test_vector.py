@@ -1,0 +1,221 @@
+"""Several simulations at once: the vector of environments, and DQN and PPO trained on it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from agents.dqn import DQN, DQNConfig
+from agents.federated import FederatedConfig
+from agents.models import SignalNetwork
+from agents.optim import ConfigError, OptimConfig
+from agents.ppo import PPOConfig
+from experiments.train import (
+    TrainSpec,
+    default_simulations,
+    train,
+    training_seed,
+    with_simulations,
+)
+from experiments.units import training_table
+from networks import Scenario
+from simulator.parallel import TrafficSignalParallelEnv
+from simulator.vector import SimulationVector
+from tests.conftest import curves, interrupted_and_resumed
+
+
+@pytest.fixture(scope="module")
+def tiny(grid1x1: Scenario) -> Scenario:
+    """One signal, five simulated minutes: 60 decisions an episode."""
+    return dataclasses.replace(grid1x1, end=300)
+
+
+def phases_at(step: int, agents: list[str]) -> dict[str, int]:
+    """A fixed plan: every signal changes green every third decision."""
+    return dict.fromkeys(agents, (step // 3) % 2)
+
+
+def run_alone(scenario: Scenario, seed: int) -> tuple[list[float], dict[str, float]]:
+    env = TrafficSignalParallelEnv(scenario)
+    try:
+        env.reset(seed=seed)
+        rewards, step = [], 0
+        while env.agents:
+            _, reward, *_ = env.step(phases_at(step, env.possible_agents))
+            rewards.append(sum(reward.values()))
+            step += 1
+        assert env.result is not None
+        return rewards, env.result.kpis
+    finally:
+        env.close()
+
+
+def test_simulations_at_once_equal_each_simulation_alone(tiny: Scenario) -> None:
+    vector = SimulationVector(lambda: TrafficSignalParallelEnv(tiny), 3)
+    try:
+        obs = vector.reset([7, 8])  # fewer seeds than simulations: the first two run
+        assert len(obs) == 2 and vector.active == 2
+        rewards: list[list[float]] = [[], []]
+        step = 0
+        while vector.running:
+            answers = vector.step([phases_at(step, vector.possible_agents)] * 2)
+            for i, (_, reward, *_) in enumerate(answers):
+                rewards[i].append(sum(reward.values()))
+            step += 1
+        results = vector.results()
+        assert step == 60 and not vector.envs[2].agents
+    finally:
+        vector.close()
+    for i, seed in enumerate((7, 8)):
+        alone_rewards, alone_kpis = run_alone(tiny, seed)
+        assert rewards[i] == alone_rewards
+        assert results[i].kpis == alone_kpis
+    assert rewards[0] != rewards[1]  # the seeds differ, so does the traffic
+
+
+def test_an_error_in_one_simulation_is_raised_after_every_step_ends(tiny: Scenario) -> None:
+    vector = SimulationVector(lambda: TrafficSignalParallelEnv(tiny), 2)
+    try:
+        vector.reset([1, 2])
+        agents = vector.possible_agents
+        with pytest.raises(ValueError, match="phase 9"):
+            vector.step([phases_at(0, agents), dict.fromkeys(agents, 9)])
+        # the good simulation stepped; the bad one refused before stepping
+        assert vector.envs[0].sim.time > vector.envs[1].sim.time
+        with pytest.raises(ValueError, match="expected 1 to 2 seeds"):
+            vector.reset([1, 2, 3])
+        with pytest.raises(ValueError, match="actions for 2 simulations"):
+            vector.step([phases_at(0, agents)])
+    finally:
+        vector.close()
+    assert all(env.sim._child is None for env in vector.envs)
+    with pytest.raises(ValueError, match="at least 1"):
+        SimulationVector(lambda: TrafficSignalParallelEnv(tiny), 0)
+
+
+# ------------------------------------------------------------------ the setting
+def test_the_simulations_setting() -> None:
+    spec = TrainSpec()
+    assert spec.simulations is None and spec.simulation_count == 1
+    assert TrainSpec(simulations=1) == spec  # one is the way runs always trained
+    assert "simulations" not in training_table(spec)  # so a run unit's hash stays
+    assert training_table(TrainSpec(simulations=3))["simulations"] == 3
+    assert spec.to_dict()["simulations"] == 1  # spec.toml and checkpoints say it
+    assert TrainSpec.from_dict(TrainSpec(simulations=3).to_dict()).simulation_count == 3
+    assert with_simulations(spec, 2).simulation_count == 2
+    assert with_simulations(spec, 0).simulation_count == default_simulations()
+    assert with_simulations(spec, 1).simulation_count == 1
+    assert 1 <= default_simulations() <= 8
+    federated = TrainSpec(federated=FederatedConfig(), episodes=2)
+    assert with_simulations(federated, 0).simulation_count == 1
+    with pytest.raises(ConfigError, match="simulations must be 1, got 2"):
+        TrainSpec(federated=FederatedConfig(), episodes=2, simulations=2)
+    with pytest.raises(ConfigError, match="simulations"):
+        TrainSpec(simulations=0)
+
+
+def test_dqn_counts_every_simulation_as_a_decision_step() -> None:
+    torch.manual_seed(0)
+    net = SignalNetwork([4, 4], [2, 2], (8,))
+    config = DQNConfig(learning_starts=8, train_every=1)
+    dqn = DQN(net, config, OptimConfig(batch_size=4), 100, np.random.default_rng(0))
+    agent = torch.arange(2).repeat(3)  # three simulations of two intersections
+    logs = []
+    for _ in range(3):
+        obs = torch.rand(6, 4)
+        logs += dqn.observe(obs, agent, np.zeros(6, dtype=np.int64), np.ones(6, np.float32),
+                            torch.rand(6, 4))
+    assert dqn.steps == 9  # three calls, three simulations each
+    assert dqn.epsilon == pytest.approx(1.0 - 0.95 * 9 / 30)
+    # an update per simulation's step, from the second call on (12 stored >= 8)
+    assert [log["update"] for log in logs] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------ training
+def dqn_spec(**changes) -> TrainSpec:
+    spec = TrainSpec(
+        algo="dqn", episodes=4, eval_every=2, hidden=(16,), simulations=2,
+        dqn=DQNConfig(learning_starts=20, target_every=10, buffer_size=500),
+        optim=OptimConfig(batch_size=16),
+    )
+    return spec.replace(**changes)
+
+
+def test_two_simulations_train_deterministically_and_resume_exactly(
+    tiny: Scenario, tmp_path: Path
+) -> None:
+    a = train(dqn_spec(), tiny, tmp_path / "a")
+    b = train(dqn_spec(), tiny, tmp_path / "b")
+    ca = curves(a.run)
+    pd.testing.assert_frame_equal(ca, curves(b.run))
+    episodes = ca[ca["kind"] == "episode"]
+    assert list(episodes["episode"]) == [0, 1, 2, 3]
+    # each episode its own traffic; evaluations on the round's last episode
+    assert episodes["mean_delay_s"].nunique() == 4
+    assert episodes["eval_delay_s"].isna().tolist() == [True, False, True, False]
+    updates = ca[ca["kind"] == "update"]
+    assert set(updates["episode"]) == {0, 2}  # a round's updates under its first episode
+    # an update per simulation's step, once 20 transitions are in (the 10th step of two)
+    assert len(updates) == 2 * 51 + 2 * 60
+    # exploration counts both simulations' steps: done after 72 of the run's 240, so at
+    # the first round's end (120; counting rounds' steps alone it would be 60, epsilon 0.21)
+    assert episodes["epsilon"].tolist() == pytest.approx([0.05] * 4)
+    assert 'simulations = 2' in (a.run / "spec.toml").read_text()
+    resumed = interrupted_and_resumed(dqn_spec(), tiny, tmp_path / "cut", after=2)
+    assert resumed.episodes == 4
+    pd.testing.assert_frame_equal(ca, curves(resumed.run))
+
+
+def test_ppo_learns_from_every_simulation(tiny: Scenario, tmp_path: Path) -> None:
+    spec = TrainSpec(algo="ppo", episodes=3, eval_every=3, hidden=(16,), simulations=2,
+                     ppo=PPOConfig(epochs=2), optim=OptimConfig(batch_size=32, lr=3e-4))
+    result = train(spec, tiny, tmp_path / "ppo")
+    rows = curves(result.run)
+    episodes = rows[rows["kind"] == "episode"]
+    assert list(episodes["episode"]) == [0, 1, 2]  # a round of two, then one of one
+    updates = rows[rows["kind"] == "update"]
+    # 120 samples a round of two (batches of 32, 2 epochs: 8), then 60 (4)
+    assert updates.groupby("episode").size().to_dict() == {0: 8, 2: 4}
+    assert episodes["eval_delay_s"].notna().tolist() == [False, False, True]
+
+
+def test_training_seeds_are_distinct_across_simulations_and_runs() -> None:
+    seeds = {training_seed(TrainSpec(seed=s), e) for s in range(3) for e in range(50)}
+    assert len(seeds) == 150 and min(seeds) >= 100_000
+
+
+def test_train_command_takes_simulations(tiny: Scenario, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+    from tests.conftest import assert_bad_input
+
+    runner = CliRunner()
+    args = ["train", "--net", str(tiny.net_file), "--routes", str(tiny.route_files[0]),
+            "--end", "120", "--hidden", "8", "--episodes", "2"]
+    run = tmp_path / "run"
+    result = runner.invoke(app, [*args, "--simulations", "2", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 episodes" in result.stdout
+    assert "simulations = 2" in (run / "spec.toml").read_text()
+    assert list(curves(run).query("kind == 'episode'")["episode"]) == [0, 1]
+    assert_bad_input(runner.invoke(app, [*args, "--simulations", "-1"]), "simulations")
+    assert_bad_input(runner.invoke(app, [*args, "--federated", "--simulations", "2"]),
+                     "simulations must be 1, got 2")
+
+
+def test_ppo_with_two_simulations_resumes_exactly(tiny: Scenario, tmp_path: Path) -> None:
+    # three episodes an update: the first round's two wait in the checkpoint for the second
+    spec = TrainSpec(algo="ppo", episodes=4, eval_every=4, hidden=(16,), simulations=2,
+                     ppo=PPOConfig(epochs=1, episodes_per_update=3),
+                     optim=OptimConfig(batch_size=64))
+    whole = train(spec, tiny, tmp_path / "whole")
+    rows = curves(whole.run)
+    assert rows.query("kind == 'update'")["episode"].unique().tolist() == [2]
+    resumed = interrupted_and_resumed(spec, tiny, tmp_path / "cut", after=2)
+    pd.testing.assert_frame_equal(rows, curves(resumed.run))

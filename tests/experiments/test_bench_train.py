@@ -1,0 +1,58 @@
+"""``greenphase bench --train``: learning speed side by side, rows left out with one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from experiments import bench_train
+from experiments.cli import app
+from experiments.train import default_simulations
+from networks import Scenario
+
+runner = CliRunner()
+
+
+def test_rows_and_the_lines_for_rows_left_out(grid1x1: Scenario, grid2x2_short: Scenario,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, notes = bench_train.train_rows(grid2x2_short, 2)
+    assert rows == ["greenphase-dqn:1", "greenphase-dqn:2"]
+    if importlib.util.find_spec("stable_baselines3") is not None:
+        assert notes == ["SB3's DQN drives one signal and grid-2x2 has 4: its rows are left out"]
+        rows, notes = bench_train.train_rows(grid1x1, 1)
+        assert rows == ["sb3-dqn:sumo-rl", "sb3-dqn:greenphase", "greenphase-dqn:1"]
+        assert notes == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    rows, notes = bench_train.train_rows(grid1x1, 3)
+    assert rows == ["greenphase-dqn:1", "greenphase-dqn:3"]
+    assert len(notes) == 1 and "stable-baselines3 is not installed" in notes[0]
+    assert bench_train.decision_steps(dataclasses.replace(grid1x1, end=62)) == 4 * 13
+
+
+@pytest.mark.slow
+def test_bench_train_times_greenphase_without_sb3(grid1x1: Scenario,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as if not installed
+    args = ["bench", "--train", "--net", str(grid1x1.net_file), "--routes",
+            str(grid1x1.route_files[0]), "--end", "60", "--repeats", "1", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    expected = sorted({1, default_simulations()})
+    assert [row["name"] for row in doc["rows"]] == [f"greenphase-dqn:{n}" for n in expected]
+    assert doc["steps"] == 4 * 12 and doc["decision_s"] == 5
+    for row in doc["rows"]:
+        assert row["steps_per_s"] == pytest.approx(48 / row["wall_s"])
+        assert row["ratio_to_sb3_sumo_rl"] is None
+    assert "stable-baselines3 is not installed" in result.stderr
+    assert len(doc["left_out"]) == 1
+
+
+def test_bench_train_refuses_bad_input_in_one_line() -> None:
+    result = runner.invoke(app, ["bench", "--train", "--network", "no-such-net"])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "no-such-net" in result.stderr
