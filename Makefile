@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,edge,ray]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,edge,ray,bench]'
 	touch $@
 
 # Debian packages: Xvfb, the virtual display the GUI tests (replay screenshots) run sumo-gui
