@@ -422,8 +422,8 @@ def _main(path: str, parent: int, preload: list[str]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
-    os.replace(path + ".tmp", path)  # the socket appears only once it is bound
     listener.listen(64)
+    os.replace(path + ".tmp", path)  # the socket appears only once it accepts connections
     stdin = sys.stdin.fileno()
     while True:
         ready, _, _ = select.select([listener, stdin], [], [])

@@ -170,7 +170,7 @@ def running(command: str, tmp_path: Path, tmpdir: Path) -> Command:
     """``sweep`` on two workers or ``compare`` in process, started and simulating."""
     spec = tmp_path / "long.toml"
     spec.write_text('name = "long"\nnetwork = "grid-1x1"\n'
-                    'controllers = ["fixed", "max-pressure"]\nseeds = 6\n')
+                    'controllers = ["fixed", "max-pressure"]\nseeds = 30\n')
     args, ready = (["sweep", str(spec), "--workers", "2"], pool_simulating) if (
         command == "sweep") else (["compare", "-n", "grid-1x1", "-c", "fixed,max-pressure",
                                    "-s", "4"], simulating)
