@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,9 +121,8 @@ class OneLineErrors(TyperGroup):
 
 def positive(value: float | None) -> float | None:
     """Refuse a number that is not above 0 (typer's ``min`` includes the bound)."""
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise typer.BadParameter(f"Input should be a finite number greater than 0, "
-                                 f"got {value:g}")
+    if value is not None and not value > 0:  # NaN too
+        raise typer.BadParameter(f"Input should be a number greater than 0, got {value:g}")
     return value
 
 
