@@ -195,9 +195,8 @@ def default_simulations() -> int:
 def with_simulations(spec: TrainSpec, simulations: int) -> TrainSpec:
     """``spec`` with ``simulations`` at once; 0: one per core (one for federated).
 
-    One is the default: on two cores, two simulations were not faster (the learner's
-    updates, one per decision step, keep the parent busier than either simulation), and a
-    count that follows the machine's cores would make a run's result follow them too.
+    One is the default: a run's result depends on the count, and a count that followed
+    the machine's cores would make the result follow them too.
     """
     if simulations == 0:
         simulations = 1 if spec.federated is not None else default_simulations()
