@@ -20,6 +20,7 @@ training the episodes), so ``--resume`` skips what is done and the leaderboard
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -131,7 +132,24 @@ def plan_benchmark(*, suite: str = "resco", networks: Sequence[str] = (), folder
         plan.scenario(network)  # an unknown network too
     layout.claim(plan.folder, "benchmark", resume=resume, overwrite=overwrite)
     results.ensure_writable(plan.folder)
+    if overwrite and not resume:
+        _clear(plan)
     return plan
+
+
+def _clear(plan: Benchmark) -> None:
+    """Remove what a benchmark writes in its folder (nothing else), to start again."""
+    (plan.folder / STATE_FILE).unlink(missing_ok=True)
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
+        (plan.folder / name).unlink(missing_ok=True)
+    for network in plan.networks:
+        here = plan.folder / network
+        written = [f"tune-{c}" for c in TUNED] + [*LEARNERS, "eval"]
+        written += [f".{learner}-calibration" for learner in LEARNERS]
+        for name in written:
+            shutil.rmtree(here / name, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            here.rmdir()  # only if nothing else is in it
 
 
 # ------------------------------------------------------------------ the stages

@@ -60,6 +60,21 @@ def test_resume_skips_what_is_done_and_settings_must_match(bench_dir: Path) -> N
     assert (bench_dir / "leaderboard.csv").read_text() == before
 
 
+def test_overwrite_starts_again_and_keeps_what_it_did_not_write(
+        bench_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bench_dir, copy)
+    (copy / "notes.txt").write_text("mine")
+    again = runner.invoke(app, [*TINY, "--out", str(copy), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "already done" not in again.output  # every stage ran again
+    assert (copy / "notes.txt").read_text() == "mine"
+    assert pd.read_csv(copy / "leaderboard.csv")["controller"].tolist() == pd.read_csv(
+        bench_dir / "leaderboard.csv")["controller"].tolist()
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--suite", "nope"], ("--suite", "nope")),
     (["--learners", "sac"], ("--learners", "sac")),
