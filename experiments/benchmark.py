@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -330,7 +329,3 @@ def run_benchmark(plan: Benchmark,
                 on_stage(stage, "done")
     return write_leaderboard(plan, read_state(plan.folder))
 
-
-def default_workers() -> int:
-    """One run per core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
