@@ -92,6 +92,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Command:
     """A greenphase command started in its own session, its descendants watched."""
 
@@ -99,8 +103,11 @@ class Command:
         self.log = log
         env = {**os.environ, "TMPDIR": str(tmpdir)}
         with log.open("wb") as err:
+            # Ctrl-C as a terminal's foreground job has it: a test run in the background
+            # of a shell would otherwise hand its ignored SIGINT down to the command
             self.proc = subprocess.Popen([str(GREENPHASE), *args], start_new_session=True,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
+                                         stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                         preexec_fn=_default_sigint)
         self.seen: dict[int, str] = {}
 
     def wait_for(self, ready: Callable[[dict[int, str]], bool], timeout: float = 90) -> None:
