@@ -53,6 +53,8 @@ CALIBRATION_EPISODES = 2
 """Episodes of the calibration run that times one training episode."""
 EPISODE_BOUNDS = (10, 400)
 """The fewest and the most episodes the budget may give a learner."""
+SMOKE_EPISODES = (2, 4)
+"""The same under ``--smoke``, where the search is one trial: the defaults."""
 
 
 class BenchmarkError(ValueError):
@@ -182,7 +184,7 @@ def _tuning(plan: Benchmark, scenario: Scenario, controller: str,
         from experiments.tune import tune
 
         executor = _executor(plan)
-        found = tune(controller, scenario, folder, trials=2 if plan.smoke else plan.trials,
+        found = tune(controller, scenario, folder, trials=1 if plan.smoke else plan.trials,
                      workers=executor.workers, seeds=1 if plan.smoke else 2,
                      options=_options(plan, scenario.name), executor=executor, overwrite=True)
         return {"params": results.plain(dict(found.tuned.parameters))}
@@ -201,7 +203,7 @@ def _training(plan: Benchmark, scenario: Scenario, learner: str,
         else:
             shutil.rmtree(folder, ignore_errors=True)  # it never saved a checkpoint
             per_episode = _seconds_per_episode(plan, scenario, learner, folder)
-            low, high = (3, 6) if plan.smoke else EPISODE_BOUNDS
+            low, high = SMOKE_EPISODES if plan.smoke else EPISODE_BOUNDS
             episodes = int(min(high, max(low, plan.budget_min * 60 // per_episode)))
             facts["calibration_s_per_episode"] = round(per_episode, 2)
             done = train(_train_spec(plan, scenario, learner, episodes), scenario, folder)
