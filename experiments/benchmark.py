@@ -80,6 +80,11 @@ class Benchmark:
     backend: str = "local"
     address: str | None = None
 
+    @property
+    def evaluation_seeds(self) -> list[int]:
+        """The held-out seeds every controller is evaluated on (two under ``--smoke``)."""
+        return list(range(2 if self.smoke else self.seeds))
+
     def scenario(self, network: str) -> Scenario:
         """The network's scenario (a short horizon under ``--smoke``)."""
         from experiments.options import scenario_from
@@ -97,7 +102,6 @@ class Stage:
     network: str
     name: str
     """``tune-CONTROLLER``, ``LEARNER`` or ``eval``."""
-    folder: Path
     run: Callable[[], dict[str, Any]] = field(repr=False)
     """Runs the stage; returns what the state file records besides its wall time."""
 
@@ -158,16 +162,16 @@ def stages(plan: Benchmark, network: str) -> list[Stage]:
     """The stages of one network, in the order they run."""
     scenario = plan.scenario(network)
     here = plan.folder / network
-    out = [Stage(network, f"tune-{c}", here / f"tune-{c}",
-                 _tuning(plan, scenario, c, here / f"tune-{c}")) for c in TUNED]
-    out += [Stage(network, learner, here / learner, _training(plan, scenario, learner,
-                                                              here / learner))
+    out = [Stage(network, f"tune-{c}", _tuning(plan, scenario, c, here / f"tune-{c}"))
+           for c in TUNED]
+    out += [Stage(network, learner, _training(plan, scenario, learner, here / learner))
             for learner in plan.learners]
-    out.append(Stage(network, "eval", here / "eval", _evaluation(plan, scenario, here)))
+    out.append(Stage(network, "eval", _evaluation(plan, scenario, here)))
     return out
 
 
 def _options(plan: Benchmark, network: str, **explicit: Any) -> Any:
+    """The protocol's settings on held-out (or tuning, or training) resampled draws."""
     return simulation_options(plan.protocol, network,
                               demand=demand_option("resample", "resample"), **explicit)
 
@@ -217,17 +221,17 @@ def _seconds_per_episode(plan: Benchmark, scenario: Scenario, learner: str,
     """Wall seconds of one training episode, its share of checkpoint evaluations included."""
     from experiments.train import train
 
+    spec = _train_spec(plan, scenario, learner, CALIBRATION_EPISODES)
     calibration = folder.with_name(f".{folder.name}-calibration")
     shutil.rmtree(calibration, ignore_errors=True)
     try:
-        spec = _train_spec(plan, scenario, learner, CALIBRATION_EPISODES)
         timed = train(spec.model_copy(update={"eval_every": CALIBRATION_EPISODES}),
                       scenario, calibration)
     finally:
         shutil.rmtree(calibration, ignore_errors=True)
     # the calibration evaluates once in CALIBRATION_EPISODES, the run once in eval_every
     learning = timed.wall_s / (timed.episodes + 1)
-    return learning * (1 + 1 / _train_spec(plan, scenario, learner, 1).eval_every)
+    return learning * (1 + 1 / spec.eval_every)
 
 
 def _train_spec(plan: Benchmark, scenario: Scenario, learner: str, episodes: int) -> Any:
@@ -246,11 +250,9 @@ def _evaluation(plan: Benchmark, scenario: Scenario,
         learned = best_learner(plan, scenario.name)
         tuned = [f"tuned:{here / f'tune-{c}'}" for c in TUNED]
         controllers = [*UNTUNED, *tuned, f"trained:{here / learned}"]
-        seeds = list(range(2 if plan.smoke else plan.seeds))
-        options = simulation_options(plan.protocol, scenario.name,
-                                     demand=demand_option("resample", "resample"),
-                                     decision_interval=_trained_interval(here / learned))
-        compare(scenario, controllers, seeds, options, folder=here / "eval",
+        options = _options(plan, scenario.name,
+                           decision_interval=_trained_interval(here / learned))
+        compare(scenario, controllers, plan.evaluation_seeds, options, folder=here / "eval",
                 executor=_executor(plan), overwrite=True)
         return {"learner": learned}
     return run

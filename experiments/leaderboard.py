@@ -129,7 +129,7 @@ def _headline(board: pd.DataFrame, learner_names: set[str]) -> list[str]:
 
 def _markdown(plan: Benchmark, board: pd.DataFrame, wall_s: float) -> str:
     learners = {name.upper() for name in plan.learners}
-    seeds = 2 if plan.smoke else plan.seeds
+    seeds = len(plan.evaluation_seeds)
     lines = [
         "# Leaderboard", "",
         f"Networks: {', '.join(plan.networks)}; protocol `{plan.protocol}`; held-out "
