@@ -10,9 +10,13 @@ Q-learning", AAAI 2016).
 
 With several simulations stepping at once, one :meth:`DQN.observe` brings
 every simulation's step, and the learner counts each as a decision step of
-its own: exploration, ``train_every`` and the schedules run as if the
-simulations had run one after the other, so N simulations make N times the
-updates of one in a call, and learn as much from each transition as one does.
+its own: exploration, ``train_every``, the target copies and the schedules
+run as if the simulations had run one after the other. The updates that fall
+due in one step of all N simulations are made as one gradient step on their
+batches together (N batches of ``batch_size``, drawn at once), as vectorised
+DQNs do: each transition is replayed as often as with one simulation, and a
+step of N simulations costs one update rather than N, which is what lets the
+learner keep up with N simulations on N cores. One simulation is unchanged.
 """
 
 from __future__ import annotations
@@ -169,6 +173,9 @@ class DQN(Learner):
         self.stepper = GradientStepper(net, optim, max(1, total_steps // config.train_every))
         self.steps = 0
         """Decision steps observed, of all simulations together."""
+        self.slots = 0
+        """Updates due so far (several of them are one gradient step when they fall due in
+        the same step of several simulations): the target copies follow them."""
 
     @property
     def epsilon(self) -> float:
@@ -192,17 +199,19 @@ class DQN(Learner):
         The rows may hold the step of several simulations, each with every intersection.
         """
         self.buffer.add(obs.numpy(), agent.numpy(), action, reward, next_obs.numpy())
-        logs = []
+        due = 0
         for _ in range(max(1, len(agent) // len(self.net.obs_dims))):  # each simulation's step
             self.steps += 1
-            if update_due(self.config, self.steps, self.buffer.size):
-                logs.append(self.update())
-        return logs
+            due += update_due(self.config, self.steps, self.buffer.size)
+        return [self.update(due)] if due else []
 
-    def update(self) -> dict[str, float]:
-        """One gradient step on a batch from the replay buffer."""
+    def update(self, slots: int = 1) -> dict[str, float]:
+        """One gradient step on ``slots`` batches from the replay buffer, drawn together."""
         c = self.config
-        batch = self.buffer.sample(batch_size(self.optim, self.buffer.size), self.rng)
+        size = batch_size(self.optim, self.buffer.size)
+        if slots > 1 and size < self.buffer.size:
+            size = min(size * slots, self.buffer.size)
+        batch = self.buffer.sample(size, self.rng)
         scores, _ = self.net(batch["obs"], batch["agent"])
         q = scores.gather(1, batch["action"][:, None]).squeeze(1)
         with torch.no_grad():
@@ -210,8 +219,9 @@ class DQN(Learner):
             online_next = self.net(batch["next_obs"], batch["agent"])[0] if c.double else None
             target = td_target(c, batch["reward"], target_scores, online_next)
         loss = F.smooth_l1_loss(q, target)
-        log = self.stepper.step(loss)
-        if self.stepper.updates % c.target_every == 0:
+        log = self.stepper.step(loss, slots=slots)
+        self.slots += slots
+        if self.slots // c.target_every > (self.slots - slots) // c.target_every:
             self.target.load_state_dict(self.net.state_dict())
         log["update"] = self.stepper.updates
         log["epsilon"] = self.epsilon
@@ -225,6 +235,7 @@ class DQN(Learner):
             "stepper": self.stepper.state_dict(),
             "buffer": self.buffer.state_dict(),
             "steps": self.steps,
+            "slots": self.slots,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -234,3 +245,4 @@ class DQN(Learner):
         self.stepper.load_state_dict(state["stepper"])
         self.buffer.load_state_dict(state["buffer"])
         self.steps = int(state["steps"])
+        self.slots = int(state.get("slots", self.stepper.updates))  # before merged updates

@@ -9,6 +9,16 @@ rows alike.
   network's static programs; the wall time of the whole subprocess.
 - ``sumo:tcmalloc``: the same command under tcmalloc, the allocator greenphase's
   own simulations run under where it is installed (only then is the row there).
+- ``sumo:greenphase``: the ``sumo`` binary alone running greenphase's own
+  command line for the ``greenphase:fixed`` episode: its lane-area detectors on
+  the controlled incoming lanes and its tripinfo output of every vehicle
+  (unfinished and never inserted ones included, which the delay metric needs),
+  under greenphase's allocator (max-pressure also has detectors on the outgoing
+  lanes, whose counts it weighs).
+  It is what SUMO itself spends on what greenphase asks of it; a greenphase
+  row's time beyond it is greenphase's own (starting the episode's process,
+  reading the detectors, the sensor model, the controller, the exchange between
+  processes, reading the trips back), which the table shows as the breakdown.
 - ``sumo-rl:fixed`` and ``sumo-rl:random``: sumo-rl's ``SumoEnvironment`` on
   libsumo, under the static programs (``fixed_ts=True``) or random actions
   every 5 s; timed from ``reset`` through the last step and ``close``.
@@ -61,17 +71,23 @@ this row shows how much, so that the ratios to plain SUMO can be read both ways.
 """
 
 
+GREENPHASE_SUMO_ROW = "sumo:greenphase"
+"""SUMO alone on greenphase's own command line: detectors, tripinfo output, allocator."""
+
+SUMO_ROWS = ("sumo", ALLOCATOR_ROW, GREENPHASE_SUMO_ROW)
+"""The rows that time the ``sumo`` binary alone."""
+
+
 def rows() -> tuple[str, ...]:
     """The rows this machine measures.
 
-    :data:`ROWS`, plus :data:`ALLOCATOR_ROW` after ``sumo`` when greenphase's
-    simulations run under tcmalloc.
+    :data:`ROWS` with, after ``sumo``, :data:`ALLOCATOR_ROW` when greenphase's
+    simulations run under tcmalloc, and :data:`GREENPHASE_SUMO_ROW`.
     """
     from simulator.isolation import allocator_library
 
-    if allocator_library() is None:
-        return ROWS
-    return (ROWS[0], ALLOCATOR_ROW, *ROWS[1:])
+    allocator = () if allocator_library() is None else (ALLOCATOR_ROW,)
+    return (ROWS[0], *allocator, GREENPHASE_SUMO_ROW, *ROWS[1:])
 
 SEED = 0
 """SUMO's random seed in every row, and the seed of the random actions."""
@@ -114,8 +130,29 @@ def sumo_command(scenario: Scenario) -> list[str]:
 def _time_sumo(scenario: Scenario, row: str = "sumo") -> float:
     from simulator.isolation import allocator_library, preloading
 
+    if row == GREENPHASE_SUMO_ROW:
+        return _time_greenphase_command(scenario)
     cmd = sumo_command(scenario)
     env = preloading(allocator_library() if row == ALLOCATOR_ROW else None)
+    return _time_command(cmd, env, row)
+
+
+def _time_greenphase_command(scenario: Scenario) -> float:
+    """The ``sumo:greenphase`` row: greenphase's own SUMO command, run by the binary."""
+    from simulator.env import TrafficSignalEnv
+    from simulator.isolation import allocator_library, preloading
+    from simulator.sumo import sumo_binary
+
+    # the command of greenphase:fixed's episode; the detectors' file lives in its folder
+    env = TrafficSignalEnv(scenario, program="static")
+    try:
+        cmd = [sumo_binary("sumo"), *env.sim.sumo_command(SEED)]
+        return _time_command(cmd, preloading(allocator_library()), GREENPHASE_SUMO_ROW)
+    finally:
+        env.close()
+
+
+def _time_command(cmd: list[str], env: dict[str, str], row: str) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, env=env
@@ -146,7 +183,13 @@ def sumo_rl_env(scenario: Scenario, *, fixed: bool = False, single_agent: bool =
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"(sumo_rl|pettingzoo|gymnasium)(\.|$)")
         from sumo_rl import SumoEnvironment
+        from sumo_rl.environment import env as sumo_rl_module
 
+        if not sumo_rl_module.traci.isLibsumo():
+            # traci imported before the variable was set: sumo-rl would talk to SUMO over a
+            # socket, several times slower, and the row would time that instead
+            raise BenchError("sumo-rl is not running on libsumo in this worker (traci was "
+                             "imported first)")
         env = SumoEnvironment(
             net_file=str(scenario.net_file),
             route_file=",".join(str(r) for r in scenario.route_files),
@@ -315,8 +358,10 @@ def bench(
 
     Returns:
         ``{"network", "begin_s", "end_s", "repeats", "rows"}``; each row is
-        ``{"name", "wall_s" (median), "walls_s" (every repeat), "ratio_to_sumo"}``,
-        in :func:`rows` order. The dict is JSON-serialisable.
+        ``{"name", "wall_s" (median), "walls_s" (every repeat), "ratio_to_sumo",
+        "own_s"}``, in :func:`rows` order; ``own_s``, for greenphase's rows, is the
+        median beyond the ``sumo:greenphase`` row's (None for the others). The dict is
+        JSON-serialisable.
 
     Raises:
         ValueError: ``repeats`` is below 1.
@@ -328,7 +373,7 @@ def bench(
     walls: dict[str, list[float]] = {row: [] for row in measured}
     for r in range(repeats):
         for row in measured:
-            if row in ("sumo", ALLOCATOR_ROW):
+            if row in SUMO_ROWS:
                 wall = _time_sumo(scenario, row)
             else:
                 wall = _time_in_worker(row, scenario)
@@ -336,7 +381,7 @@ def bench(
             if progress is not None:
                 progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} {wall:.3f} s")
     medians = {row: statistics.median(w) for row, w in walls.items()}
-    sumo = medians["sumo"]
+    sumo, own_sumo = medians["sumo"], medians[GREENPHASE_SUMO_ROW]
     return {
         "network": scenario.name,
         "begin_s": scenario.begin,
@@ -348,6 +393,8 @@ def bench(
                 "wall_s": medians[row],
                 "walls_s": walls[row],
                 "ratio_to_sumo": medians[row] / sumo,
+                # beyond what SUMO spends on greenphase's command: greenphase's own time
+                "own_s": medians[row] - own_sumo if row.startswith("greenphase:") else None,
             }
             for row in measured
         ],
@@ -361,7 +408,8 @@ def format_table(result: dict[str, Any]) -> Table:
         result: What :func:`bench` returned.
 
     Returns:
-        A table with the columns name, wall s and ratio to SUMO.
+        A table with the columns name, wall s, ratio to SUMO and, for greenphase's
+        rows, the time beyond SUMO running greenphase's own command.
     """
     table = Table(
         title=(
@@ -372,8 +420,11 @@ def format_table(result: dict[str, Any]) -> Table:
     table.add_column("name")
     table.add_column("wall s", justify="right")
     table.add_column("ratio to SUMO", justify="right")
+    table.add_column(f"beyond {GREENPHASE_SUMO_ROW} s", justify="right")
     for row in result["rows"]:
-        table.add_row(row["name"], f"{row['wall_s']:.3f}", f"{row['ratio_to_sumo']:.2f}")
+        own = row.get("own_s")
+        table.add_row(row["name"], f"{row['wall_s']:.3f}", f"{row['ratio_to_sumo']:.2f}",
+                      "" if own is None else f"{own:+.3f}")
     return table
 
 

@@ -102,6 +102,7 @@ class TrafficSimulation:
             sensor_model=sensor_model, backend=backend, gui=gui, isolate=False,
         )
         self._child: Any = None  # a ChildSimulation while an isolated episode runs
+        self._sent: tuple[np.ndarray | None] | None = None  # a step sent, not yet received
         if program is not None and program not in PROGRAMS:
             raise ValueError(f"unknown signal program {program!r}; known: {', '.join(PROGRAMS)}")
         self.decision_interval = float(self.options.decision_interval)
@@ -278,14 +279,32 @@ class TrafficSimulation:
 
         Under a SUMO program (``program`` set) ``phases`` is ignored and may be None.
         """
+        self.send(phases)
+        return self.receive()
+
+    def send(self, phases: Sequence[int] | np.ndarray | None) -> None:
+        """Begin :meth:`step`, finished by :meth:`receive`.
+
+        An isolated episode's child simulates the step while this process goes on; in
+        process, the step waits for :meth:`receive`.
+        """
         if self._conn is None and self._child is None:
             raise RuntimeError("the simulation is not running: call start() first")
         if self.done:
             raise RuntimeError("the episode has ended: call start() for a new one")
+        if self._sent is not None:
+            raise RuntimeError("a step is under way: receive() it first")
         checked = self._checked(phases) if self.program is None else None
+        if self._child is not None and checked is not None:
+            self._child.send_phases(checked)
+        self._sent = (checked,)
+
+    def receive(self) -> Readings:
+        """The readings after the step :meth:`send` began."""
+        if self._sent is None:
+            raise RuntimeError("no step under way: send() one first")
+        (checked,), self._sent = self._sent, None
         if self._child is not None:
-            if checked is not None:
-                self._child.send_phases(checked)
             return self._mirror(self._child.next_state())
         return self.advance(checked)
 
@@ -430,6 +449,7 @@ class TrafficSimulation:
 
     def close_sumo(self) -> None:
         """Stop the running SUMO, if any."""
+        self._sent = None
         if self._child is not None:
             child, self._child = self._child, None
             child.stop()

@@ -114,6 +114,12 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
             ValueError: an agent is missing from ``actions``, or unknown, or its action is
                 not one whole phase number.
         """
+        self.send(actions)
+        return self.receive()
+
+    def send(self, actions: dict[str, Any]) -> None:
+        """Begin :meth:`step`: the actions are checked and the step is under way (in an
+        isolated episode's own process) until :meth:`receive`. Raises as :meth:`step`."""
         if not self.agents:
             raise RuntimeError("no episode is running: call reset() first")
         phases = None
@@ -125,11 +131,22 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
                     f"actions must name every signal once: missing {missing}, unknown {unknown}"
                 )
             phases = [self._phase(a, actions[a]) for a in self.possible_agents]
-        start = self.sim.time
-        self.sim.step(phases)
+        self._started = self.sim.time
+        self.sim.send(phases)
+
+    def receive(self) -> tuple[
+        dict[str, np.ndarray],
+        dict[str, float],
+        dict[str, bool],
+        dict[str, bool],
+        dict[str, dict[str, Any]],
+    ]:
+        """What :meth:`step` returns, for the step :meth:`send` began."""
+        self.sim.receive()
         readings = self.sim.true_readings  # rewarded for what happened, not what sensors said
         assert readings is not None
-        rewards = self.reward_fn.reward_all(self.sim.views, readings, self.sim.time - start)
+        rewards = self.reward_fn.reward_all(self.sim.views, readings,
+                                            self.sim.time - self._started)
         obs = self._observe()
         infos = self._infos()
         done = self.sim.done

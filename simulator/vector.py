@@ -1,14 +1,13 @@
 """Several simulations of one network stepped together, for a learner that acts for all.
 
 Each :class:`~simulator.parallel.TrafficSignalParallelEnv` runs its episode in
-its own child process (:mod:`simulator.isolation`), and the parent spends a
-step mostly waiting on that child's pipe, with the GIL released. So one thread
-per simulation is enough for the children to simulate at the same time: the
-parent's share of a step (mirroring the state, observations, rewards) is small.
-
-A step can also be split in two, :meth:`SimulationVector.send` and
-:meth:`SimulationVector.receive`, so that the caller works (a learner's
-update) while the children simulate.
+its own child process (:mod:`simulator.isolation`). A step is split in two,
+:meth:`SimulationVector.send` and :meth:`SimulationVector.receive`: sending
+writes every simulation's greens to its child's pipe, and the children simulate
+at the same time while the caller works (a learner's update); receiving reads
+their states in order. Both run in the caller's thread, so the parent's share of
+a step (mirroring the state, observations, rewards) never waits for the GIL.
+Simulations in this process (the TraCI backend) step on one thread each instead.
 
 The simulations are independent: each has its own observation and reward
 objects, sensor model and seed, and the answers come back in simulation
@@ -58,6 +57,8 @@ class SimulationVector:
 
             start_server()  # here, so that no two threads start one each
         self._pool = ThreadPoolExecutor(count, "greenphase-sim") if count > 1 else None
+        # isolated simulations step in their own processes: sent and received from here
+        self._direct = all(env.sim.isolate for env in self.envs)
         self.active = 0
         """How many simulations the current round runs (the first ``active``)."""
         self._sent: list[Future[Step]] | None = None
@@ -99,8 +100,18 @@ class SimulationVector:
             raise ValueError(f"expected actions for {self.active} simulations, got {len(actions)}")
         if self._sent is not None:
             raise RuntimeError("a step is under way: receive() it first")
-        self._sent = self._start([partial(env.step, action)
-                                  for env, action in zip(self.envs, actions)])
+        if not self._direct:
+            self._sent = self._start([partial(env.step, action)
+                                      for env, action in zip(self.envs, actions)])
+            return
+        sent: list[Future[Step]] = []
+        for env, action in zip(self.envs, actions):
+            try:
+                env.send(action)
+                sent.append(Future())
+            except Exception as err:  # noqa: BLE001 - raised once every sent step has ended
+                sent.append(_failed(err))
+        self._sent = sent
 
     def receive(self) -> list[Step]:
         """The answers of the step :meth:`send` began, in simulation order.
@@ -110,6 +121,10 @@ class SimulationVector:
         sent, self._sent = self._sent, None
         if sent is None:
             raise RuntimeError("no step under way: send() one first")
+        if self._direct:
+            for env, future in zip(self.envs, sent):
+                if not future.done():
+                    _settle(future, env.receive)
         return self._gather(sent)
 
     def results(self) -> list[Any]:
@@ -147,8 +162,19 @@ class SimulationVector:
 def _done(call: Callable[[], T]) -> Future[T]:
     """A future of ``call`` run here and now."""
     future: Future[T] = Future()
+    _settle(future, call)
+    return future
+
+
+def _settle(future: Future[T], call: Callable[[], T]) -> None:
+    """Give ``future`` the result of ``call`` run here and now, or its error."""
     try:
         future.set_result(call())
     except Exception as err:  # noqa: BLE001 - raised again by whoever waits for it
         future.set_exception(err)
+
+
+def _failed(err: Exception) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(err)
     return future

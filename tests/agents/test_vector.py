@@ -132,8 +132,34 @@ def test_dqn_counts_every_simulation_as_a_decision_step() -> None:
                             torch.rand(6, 4))
     assert dqn.steps == 9  # three calls, three simulations each
     assert dqn.epsilon == pytest.approx(1.0 - 0.95 * 9 / 30)
-    # an update per simulation's step, from the second call on (12 stored >= 8)
-    assert [log["update"] for log in logs] == [1, 2, 3, 4, 5, 6]
+    # an update due per simulation's step from the second call on (12 stored >= 8); the
+    # three due in one call are one gradient step on their batches together
+    assert [log["update"] for log in logs] == [1, 2]
+    assert dqn.slots == 6
+
+
+def test_merged_updates_keep_the_schedule_and_the_target_copies_of_single_ones() -> None:
+    def learner(simulations: int) -> DQN:
+        torch.manual_seed(0)
+        net = SignalNetwork([4], [2], (8,))
+        config = DQNConfig(learning_starts=4, target_every=4)
+        optim = OptimConfig(batch_size=4, schedule="cosine", lr=0.1)
+        return DQN(net, config, optim, 24, np.random.default_rng(0))
+
+    one, three = learner(1), learner(3)
+    for _ in range(12):
+        one.observe(torch.rand(1, 4), torch.zeros(1, dtype=torch.long),
+                    np.zeros(1, dtype=np.int64), np.ones(1, np.float32), torch.rand(1, 4))
+    copies = []
+    for _ in range(4):
+        before = [t.clone() for t in three.target.parameters()]
+        three.observe(torch.rand(3, 4), torch.zeros(3, dtype=torch.long),
+                      np.zeros(3, dtype=np.int64), np.ones(3, np.float32), torch.rand(3, 4))
+        copies.append(not all(torch.equal(a, b) for a, b in zip(before, three.target.parameters())))
+    assert one.steps == three.steps == 12 and one.slots == three.slots == 9
+    assert one.stepper.updates == 9 and three.stepper.updates == 3  # steps 4-12: 3 at a time
+    assert three.stepper.lr == pytest.approx(one.stepper.lr)  # the schedule went as far
+    assert copies == [False, False, True, True]  # copies after slots 4 and 8, as one would
 
 
 # ------------------------------------------------------------------ training
@@ -160,8 +186,8 @@ def test_two_simulations_train_deterministically_and_resume_exactly(
     assert episodes["eval_delay_s"].isna().tolist() == [True, False, True, False]
     updates = ca[ca["kind"] == "update"]
     assert set(updates["episode"]) == {0, 2}  # a round's updates under its first episode
-    # an update per simulation's step, once 20 transitions are in (the 10th step of two)
-    assert len(updates) == 2 * 51 + 2 * 60
+    # an update of both simulations' batches per step once 20 transitions are in (the 10th)
+    assert len(updates) == 51 + 60
     # exploration counts both simulations' steps: done after 72 of the run's 240, so at
     # the first round's end (120; counting rounds' steps alone it would be 60, epsilon 0.21)
     assert episodes["epsilon"].tolist() == pytest.approx([0.05] * 4)

@@ -1,12 +1,23 @@
 import dataclasses
 import json
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench import ALLOCATOR_ROW, ROWS, BenchError, bench, format_table, rows
+from experiments.bench import (
+    ALLOCATOR_ROW,
+    GREENPHASE_SUMO_ROW,
+    ROWS,
+    BenchError,
+    bench,
+    format_table,
+    rows,
+)
 from networks import Scenario
 from networks.generators import grid
 
@@ -25,17 +36,39 @@ def result(tiny: Scenario) -> dict:
     return out
 
 
-def test_rows_are_the_five_in_order(result: dict) -> None:
+def test_rows_are_the_six_in_order(result: dict) -> None:
     names = [row["name"] for row in result["rows"]]
     assert [n for n in names if n != ALLOCATOR_ROW] == [
         "sumo",
+        GREENPHASE_SUMO_ROW,
         "sumo-rl:fixed",
         "sumo-rl:random",
         "greenphase:fixed",
         "greenphase:max-pressure",
     ]
-    assert tuple(n for n in names if n != ALLOCATOR_ROW) == ROWS
+    assert tuple(n for n in names if n not in (ALLOCATOR_ROW, GREENPHASE_SUMO_ROW)) == ROWS
     assert tuple(names) == rows()
+
+
+def test_greenphase_rows_are_broken_down_against_sumo_on_their_own_command(
+    result: dict, tiny: Scenario
+) -> None:
+    from simulator.env import TrafficSignalEnv
+
+    walls = {row["name"]: row for row in result["rows"]}
+    for name, row in walls.items():
+        if name.startswith("greenphase:"):
+            assert row["own_s"] == pytest.approx(
+                row["wall_s"] - walls[GREENPHASE_SUMO_ROW]["wall_s"])
+        else:
+            assert row["own_s"] is None
+    # the row runs greenphase's command: its detectors and its complete trip output
+    env = TrafficSignalEnv(tiny, program="static")
+    try:
+        command = env.sim.sumo_command(0)
+    finally:
+        env.close()
+    assert "--tripinfo-output.write-unfinished" in command and "-a" in command
 
 
 def test_the_allocator_row_is_there_exactly_when_greenphase_uses_the_allocator(
@@ -43,13 +76,14 @@ def test_the_allocator_row_is_there_exactly_when_greenphase_uses_the_allocator(
 ) -> None:
     from simulator import isolation
 
+    plain = ("sumo", GREENPHASE_SUMO_ROW, *ROWS[1:])
     monkeypatch.setenv("GREENPHASE_ALLOCATOR", "system")
-    assert rows() == ROWS
+    assert rows() == plain
     monkeypatch.setenv("GREENPHASE_ALLOCATOR", "tcmalloc")
     monkeypatch.setattr(isolation, "_find_tcmalloc", lambda: "libtcmalloc_minimal.so.4")
-    assert rows() == ("sumo", ALLOCATOR_ROW, *ROWS[1:])
+    assert rows() == ("sumo", ALLOCATOR_ROW, GREENPHASE_SUMO_ROW, *ROWS[1:])
     monkeypatch.setattr(isolation, "_find_tcmalloc", lambda: None)
-    assert rows() == ROWS
+    assert rows() == plain
 
 
 def test_header(result: dict, tiny: Scenario) -> None:
@@ -82,7 +116,8 @@ def test_json_serialisable(result: dict) -> None:
 def test_format_table(result: dict) -> None:
     table = format_table(result)
     assert isinstance(table, Table)
-    assert [c.header for c in table.columns] == ["name", "wall s", "ratio to SUMO"]
+    assert [c.header for c in table.columns] == ["name", "wall s", "ratio to SUMO",
+                                                 f"beyond {GREENPHASE_SUMO_ROW} s"]
     console = Console(width=120, record=True)
     console.print(table)
     text = console.export_text()
@@ -97,8 +132,9 @@ def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.Monk
     scripted = {
         row: iter(walls)
         for row, walls in zip(
-            ROWS,
-            ([2.0, 1.0, 3.0], [1.0, 5.0, 2.0], [4.0, 4.0, 4.0], [1.0, 1.0, 9.0], [3.0, 2.0, 1.0]),
+            (*ROWS, GREENPHASE_SUMO_ROW),
+            ([2.0, 1.0, 3.0], [1.0, 5.0, 2.0], [4.0, 4.0, 4.0], [1.0, 1.0, 9.0], [3.0, 2.0, 1.0],
+             [0.5, 0.5, 0.5]),
             strict=True,
         )
     }
@@ -111,10 +147,11 @@ def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.Monk
     monkeypatch.setattr(mod, "_time_sumo", lambda scenario, row: fake(row))
     monkeypatch.setattr(mod, "_time_in_worker", lambda row, scenario: fake(row))
     out = bench(tiny, repeats=3)
-    assert calls == list(ROWS) * 3
+    assert calls == ["sumo", GREENPHASE_SUMO_ROW, *ROWS[1:]] * 3
     medians = {row["name"]: row["wall_s"] for row in out["rows"]}
     assert medians == {
         "sumo": 2.0,
+        GREENPHASE_SUMO_ROW: 0.5,
         "sumo-rl:fixed": 2.0,
         "sumo-rl:random": 4.0,
         "greenphase:fixed": 1.0,
@@ -122,6 +159,7 @@ def test_interleaved_repeats_and_median(tiny: Scenario, monkeypatch: pytest.Monk
     }
     ratios = {row["name"]: row["ratio_to_sumo"] for row in out["rows"]}
     assert ratios["sumo-rl:random"] == 2.0
+    assert {row["name"]: row["own_s"] for row in out["rows"]}["greenphase:fixed"] == 0.5
     assert out["rows"][0]["walls_s"] == [2.0, 1.0, 3.0]
 
 
@@ -142,3 +180,13 @@ def test_failing_worker_names_the_row(tiny: Scenario, tmp_path: Path) -> None:
     broken = dataclasses.replace(tiny, net_file=tmp_path / "missing.net.xml")
     with pytest.raises(BenchError, match="greenphase:fixed"):
         _time_in_worker("greenphase:fixed", broken)
+
+
+def test_a_sumo_rl_row_refuses_to_run_over_traci_sockets(tiny: Scenario) -> None:
+    # traci imported before sumo-rl asks for libsumo: the row would time sockets instead
+    code = ("import pickle, sys; import traci; from experiments.bench import sumo_rl_env\n"
+            "try:\n    sumo_rl_env(pickle.loads(sys.stdin.buffer.read()))\n"
+            "except Exception as err:\n    print(type(err).__name__, err)\n")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(tiny),
+                         capture_output=True, check=True).stdout.decode()
+    assert "BenchError sumo-rl is not running on libsumo" in out
