@@ -334,6 +334,18 @@ def _failure(err: Exception, sim: Any) -> Exception:
     return SimulationFailed.of(err, f"the simulation failed{when}")
 
 
+def _one_torch_thread() -> None:
+    """A learned controller's small network decides on one thread, as it trained.
+
+    torch would start a thread per core for each forward pass, which on a shared
+    machine costs more than the pass (a cologne8 hour under a trained policy: 22 s
+    on 2 cores' worth of threads, 9 s on one); the decisions are the same.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _send_states(conn: Connection, states: list[np.ndarray]) -> None:
     """Several states in one message: their width first, then the states."""
     _send_array(conn, _STATES, np.concatenate([[len(states[0])], *states]))
@@ -391,6 +403,7 @@ def _serve_child(
                             batch = []
                 elif command == "run":
                     controller, seed = arg
+                    _one_torch_thread()
                     result = sim.run(_Blamed(controller), seed,
                                      on_step=_progress(conn, sim.scenario.end))
                     _send(conn, ("ok", result))
