@@ -74,7 +74,7 @@ def decision_steps(scenario: Scenario, episodes: int = TRAIN_EPISODES) -> int:
 
 
 def comparable_options(scenario: Scenario) -> SimulationOptions:
-    """greenphase's simulation settings for the bench: sumo-rl's phase rules, its decisions.
+    """The bench's simulation settings for greenphase: sumo-rl's phase rules and decisions.
 
     sumo-rl shows a 2 s yellow and no all-red and keeps a green at least 5 s; under
     the network's own clearance times (cologne1: a 3 s yellow and all-red) the same

@@ -1,6 +1,7 @@
 """Road networks: the registry of named scenarios, generators, and net-file reading."""
 
 from networks.demand import Demand, DemandError, resample
+from networks.drift import Drift, DriftError
 from networks.errors import NetworkError
 from networks.netinfo import Lane, Link, NetInfo, Phase, Program, read_net
 from networks.registry import DEFAULT_NETWORK, Scenario, describe, from_files, get, names
@@ -9,6 +10,8 @@ __all__ = [
     "DEFAULT_NETWORK",
     "Demand",
     "DemandError",
+    "Drift",
+    "DriftError",
     "Lane",
     "Link",
     "NetInfo",

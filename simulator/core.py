@@ -157,6 +157,10 @@ class TrafficSimulation:
         self._additional = [write_detectors(self.detectors, net, self._workdir)]
         if program in ("actuated", "webster", "coordinated"):
             self._additional.append(self._write_program(program))
+        closures = (self.options.drift.additional(self.scenario, self._workdir)
+                    if self.options.drift is not None else None)
+        if closures is not None:
+            self._additional.append(closures)
         self._conn: Any = None
         self._events: list[tuple[float, int, str]] = []
         self.queue_history: list[float] = []
@@ -181,7 +185,10 @@ class TrafficSimulation:
     def _write_program(self, program: str) -> Path:
         from simulator import programs
 
-        plans = programs.plans_for(program, self.scenario, self._settings["program_params"],
+        # under a drift, a plan is timed on the base period's demand, as it was before the drift
+        drift = self.options.drift
+        designed = drift.base_of(self.scenario) if drift is not None else self.scenario
+        plans = programs.plans_for(program, designed, self._settings["program_params"],
                                    self.options)
         path = self._workdir / f"{program}.add.xml"
         programs.write_additional(plans.values(), path)
@@ -199,6 +206,8 @@ class TrafficSimulation:
 
         The scenario's own, or under ``resample`` the draw of its demand for ``seed``.
         """
+        if self.options.drift is not None:  # the long horizon of networks.drift_demand
+            return self.options.drift.route_files(self.scenario, seed, self.options.demand)
         return self.options.demand.route_files(self.scenario, seed)
 
     def sumo_command(self, seed: int) -> list[str]:

@@ -24,6 +24,13 @@ The faults apply, per decision step, in the order a reading travels:
 Faults change only what the controller sees; the simulation, the KPIs and the
 training reward are measured on the true readings.
 
+Sensors age (a drift's ``sensor-aging``, :mod:`networks.drift`): given ``aging`` windows
+``(start, end, rates)`` in seconds after the episode's first reading, the rates of
+noise, dropout, stuck and failure rise linearly from the configured ones to ``rates``
+within each window (a step where ``end == start``) and stay there. Failure grows over the
+same random order of sensors that the episode's first draw made, so a sensor dead once
+stays dead. Without aging the draws are the same, in the same order, as they always were.
+
 Randomness comes from the episode's seed (and :attr:`FaultConfig.seed`), so a
 run is reproducible and every controller run with the same seed meets the
 same faults on the same sensors: entry detectors (on the incoming lanes, which
@@ -33,6 +40,7 @@ separate streams.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,8 +174,12 @@ class FaultySensors(SensorModel):
         config: the faults, or their ``KIND=VALUE,...`` text.
     """
 
-    def __init__(self, config: FaultConfig | str = "") -> None:
+    def __init__(self, config: FaultConfig | str = "",
+                 aging: Sequence[tuple[float, float, Mapping[str, float]]] = ()) -> None:
         self.config = FaultConfig.parse(config) if isinstance(config, str) else config
+        self.aging = tuple((float(a), float(b), dict(rates)) for a, b, rates in aging)
+        self._order: list[np.ndarray] = []
+        self._begin: float | None = None
         self._streams: list[tuple[slice, np.random.Generator]] = []
         self._n = 0
         self._stuck_left = np.zeros(0, dtype=np.int64)
@@ -189,10 +201,33 @@ class FaultySensors(SensorModel):
         self._last_sent = np.full((len(FIELDS), n), np.nan)
         self._pipe = []
         self._dead = np.zeros(n, dtype=bool)
+        self._order = []
+        self._begin = None
         for block, rng in self._streams:
             size = block.stop - block.start
-            dead = rng.permutation(size)[: round(self.config.failure * size)]
-            self._dead[block.start + dead] = True
+            order = rng.permutation(size)
+            self._order.append(block.start + order)
+            self._dead[block.start + order[: round(self.config.failure * size)]] = True
+
+    def rates_at(self, elapsed: float) -> FaultConfig:
+        """The fault rates ``elapsed`` seconds after the episode's first reading."""
+        cfg = self.config
+        for start, end, rates in self.aging:
+            if elapsed < start:
+                continue
+            share = 1.0 if elapsed >= end else (elapsed - start) / (end - start)
+            cfg = cfg.replace(**{name: getattr(cfg, name) + (rate - getattr(cfg, name)) * share
+                                 for name, rate in rates.items()})
+        return cfg
+
+    def _aged(self, time: float) -> FaultConfig:
+        if self._begin is None:
+            self._begin = time
+        cfg = self.rates_at(time - self._begin)
+        if cfg.failure != self.config.failure:
+            for order in self._order:
+                self._dead[order[: round(cfg.failure * len(order))]] = True
+        return cfg
 
     def _draw(self, kind: str, rows: int = 1) -> np.ndarray:
         """One draw per sensor (``rows`` of them), each block from its own stream."""
@@ -206,7 +241,7 @@ class FaultySensors(SensorModel):
         """The readings as the faulty sensors deliver them."""
         if len(readings.count) != self._n:
             raise ValueError("FaultySensors.reset() was not called for these detectors")
-        cfg = self.config
+        cfg = self._aged(readings.time) if self.aging else self.config
         table = np.stack([getattr(readings, name) for name in FIELDS]).astype(float)
         if cfg.noise:
             error = self._draw("normal", len(FIELDS)) * cfg.noise
@@ -232,4 +267,5 @@ class FaultySensors(SensorModel):
         return readings.with_values(**dict(zip(FIELDS, table, strict=True)))
 
     def __repr__(self) -> str:
-        return f"FaultySensors({str(self.config)!r})"
+        aging = f", aging={list(self.aging)!r}" if self.aging else ""
+        return f"FaultySensors({str(self.config)!r}{aging})"

@@ -18,14 +18,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
 from networks.demand import Demand, DemandError
+from networks.drift import Drift
 from simulator import protocols
 from simulator.sensors import SensorModel
 
@@ -121,6 +124,10 @@ class SimulationOptions(BaseModel):
     protocol: str = protocols.DEFAULT
     """The benchmark whose settings these are (:mod:`simulator.protocols`), set by
     :meth:`for_protocol`; a record, which changes nothing by itself."""
+    drift: Drift | None = None
+    """Traffic that changes over a long horizon (:mod:`networks.drift`), bound to its base
+    scenario (``Drift.check``); the simulation then runs the scenario ``Drift.scenario``
+    makes. ``None``, the default, is left out of every dump, so no hash changes."""
 
     @field_validator(*_BOUNDED, mode="before")
     @classmethod
@@ -164,6 +171,13 @@ class SimulationOptions(BaseModel):
             return Demand.parse(value)
         except DemandError as err:  # pydantic names the field itself
             raise ValueError(str(err).removeprefix("demand: ")) from None
+
+    @model_serializer(mode="wrap")
+    def _without_drift(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("drift", 0) is None:
+            del data["drift"]  # runs without drift dump (and hash) as before the field was
+        return data
 
     @model_validator(mode="after")
     def _greens(self) -> SimulationOptions:
@@ -268,6 +282,13 @@ class SimulationOptions(BaseModel):
 
     def sensor_model(self) -> SensorModel:
         """The sensor model of :attr:`faults` and :attr:`cleaning` (exact when neither)."""
+        aging = self.drift.aging if self.drift is not None else ()
+        if aging:
+            from simulator.cleaning import CleanedSensors
+            from simulator.faults import FaultySensors
+
+            model: SensorModel = FaultySensors(self.faults, aging=aging)
+            return model if self.cleaning == "none" else CleanedSensors(model, self.cleaning)
         if not self.sensors_faulty:
             return SensorModel()
         from simulator.cleaning import sensor_model

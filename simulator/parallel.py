@@ -118,8 +118,11 @@ class TrafficSignalParallelEnv(SignalEnvBase, ParallelEnv[str, np.ndarray, int])
         return self.receive()
 
     def send(self, actions: dict[str, Any]) -> None:
-        """Begin :meth:`step`: the actions are checked and the step is under way (in an
-        isolated episode's own process) until :meth:`receive`. Raises as :meth:`step`."""
+        """Begin :meth:`step`, finished by :meth:`receive`; raises as :meth:`step` does.
+
+        The actions are checked, and the step is under way (in an isolated episode's own
+        process) until :meth:`receive`.
+        """
         if not self.agents:
             raise RuntimeError("no episode is running: call reset() first")
         phases = None
