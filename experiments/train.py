@@ -450,6 +450,10 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
         if stopped:
             log += stopped + "\n"
         results.write_text(run / "log.txt", log)
+        # what the deployed policy's detectors report, for `greenphase monitor` to compare with
+        from experiments.monitor import write_trained_reference
+
+        write_trained_reference(run, scenario, spec.simulation, spec.eval_seed)
         return TrainResult(run, trainer.episode, trainer.best, trainer.wall, stopped)
     finally:
         trainer.close()

@@ -14,7 +14,18 @@ from types import FrameType
 
 import typer
 
-from experiments.cli import bench, benchmark, compare, networks, replay, specs, train, tune
+from experiments.cli import (
+    adapt,
+    bench,
+    benchmark,
+    compare,
+    monitor,
+    networks,
+    replay,
+    specs,
+    train,
+    tune,
+)
 from experiments.cli.common import OneLineErrors
 from networks import scratch
 
@@ -45,6 +56,9 @@ app.command()(specs.report)
 app.command("bench-sweep")(bench.bench_sweep)
 app.command()(train.export)
 app.command()(tune.tune)
+app.command()(monitor.monitor)
+app.command()(adapt.adapt)
+app.command("adapt-check")(adapt.adapt_check)
 networks_app.command("list")(networks.networks_list)
 networks_app.command("generate")(networks.networks_generate)
 networks_app.command("show")(networks.networks_show)

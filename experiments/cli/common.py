@@ -46,6 +46,9 @@ INTERRUPTED = {
     **dict.fromkeys(("compare", "evaluate", "robustness", "study"),
                     "no summary was written; the runs that finished are in the results "
                     "folder's store"),
+    "benchmark": "the stages that finished are in the benchmark folder (benchmark.json); the "
+                 "same command with --resume continues",
+    "adapt": "the versions that finished are in the output folder (versions/, adapt.json)",
 }
 """What an interrupted command kept, by command."""
 

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -187,6 +188,7 @@ def test_a_sumo_rl_row_refuses_to_run_over_traci_sockets(tiny: Scenario) -> None
     code = ("import pickle, sys; import traci; from experiments.bench import sumo_rl_env\n"
             "try:\n    sumo_rl_env(pickle.loads(sys.stdin.buffer.read()))\n"
             "except Exception as err:\n    print(type(err).__name__, err)\n")
-    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(tiny),
+    env = {k: v for k, v in os.environ.items() if k != "LIBSUMO_AS_TRACI"}  # plain traci
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(tiny), env=env,
                          capture_output=True, check=True).stdout.decode()
     assert "BenchError sumo-rl is not running on libsumo" in out
