@@ -226,7 +226,7 @@ def _seconds_per_episode(plan: Benchmark, scenario: Scenario, learner: str,
     shutil.rmtree(calibration, ignore_errors=True)
     try:
         timed = train(spec.model_copy(update={"eval_every": CALIBRATION_EPISODES}),
-                      scenario, calibration)
+                      scenario, calibration, reference=False)
     finally:
         shutil.rmtree(calibration, ignore_errors=True)
     # the calibration evaluates once in CALIBRATION_EPISODES, the run once in eval_every

@@ -400,8 +400,13 @@ class Trainer:
 
 def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = False,
           overwrite: bool = False,
-          on_episode: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_episode: Callable[[dict[str, Any]], None] | None = None,
+          reference: bool = True) -> TrainResult:
     """Train ``spec`` on ``scenario`` into ``run``; resume from its last checkpoint if asked.
+
+    With ``reference`` (the default) the run ends by writing ``reference.json``, what the
+    policy's detectors report, for ``greenphase monitor``; a run made only to be timed and
+    thrown away leaves it out.
 
     A run directory that already holds a training run is only reused with
     ``resume`` (continue it) or ``overwrite`` (start again).
@@ -451,9 +456,10 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
             log += stopped + "\n"
         results.write_text(run / "log.txt", log)
         # what the deployed policy's detectors report, for `greenphase monitor` to compare with
-        from experiments.monitor import write_trained_reference
+        if reference:
+            from experiments.monitor import write_trained_reference
 
-        write_trained_reference(run, scenario, spec.simulation, spec.eval_seed)
+            write_trained_reference(run, scenario, spec.simulation, spec.eval_seed)
         return TrainResult(run, trainer.episode, trainer.best, trainer.wall, stopped)
     finally:
         trainer.close()
