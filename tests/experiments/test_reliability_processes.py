@@ -177,7 +177,7 @@ def running(command: str, tmp_path: Path, tmpdir: Path) -> Command:
     """``sweep`` on two workers or ``compare`` in process, started and simulating."""
     spec = tmp_path / "long.toml"
     spec.write_text('name = "long"\nnetwork = "grid-1x1"\n'
-                    'controllers = ["fixed", "max-pressure"]\nseeds = 30\n')
+                    'controllers = ["fixed", "max-pressure"]\nseeds = 300\n')  # outlasts the wait
     args, ready = (["sweep", str(spec), "--workers", "2"], pool_simulating) if (
         command == "sweep") else (["compare", "-n", "grid-1x1", "-c", "fixed,max-pressure",
                                    "-s", "4"], simulating)
