@@ -94,3 +94,32 @@ def test_resco_figures_cover_the_suite() -> None:
 
     assert set(RESCO) == set(SUITES["resco"])
     assert RESCO["grid4x4"].fixed is None and RESCO["cologne8"].method == "IPPO"
+
+
+def test_the_learned_policy_is_counted_seed_by_seed_and_network_by_network() -> None:
+    from experiments.leaderboard import _counts, _paired_wins
+
+    def run(controller: str, seed: int, delay: float) -> dict[str, object]:
+        return {"controller": controller, "seed": seed, "mean_delay_s": delay, "status": "ok"}
+
+    # the paired count shows the seed the learner jams on
+    runs = pd.DataFrame([
+        *(run("trained:b/n/dqn", s, d) for s, d in enumerate([10.0, 11.0, 90.0])),
+        *(run("tuned:b/n/tune-max-pressure", s, d) for s, d in enumerate([20.0, 20.0, 50.0])),
+        *(run("tuned:b/n/tune-actuated", s, d) for s, d in enumerate([5.0, 5.0, 5.0])),
+        run("trained:b/n/dqn", 3, 1.0), run("max-pressure", 3, 99.0),  # seed 3: no tuned run
+    ])
+    assert _paired_wins(runs, "trained:b/n/dqn") == 2
+    board = pd.DataFrame([
+        {"network": "a", "controller": "tuned max-pressure", "mean_delay_s": 20.0,
+         "resco_best_learned_s": 15.0},
+        {"network": "a", "controller": "sotl", "mean_delay_s": 12.0, "resco_best_learned_s": 15.0},
+        {"network": "a", "controller": "DQN", "mean_delay_s": 14.0, "resco_best_learned_s": 15.0},
+        {"network": "b", "controller": "tuned max-pressure", "mean_delay_s": 30.0,
+         "resco_best_learned_s": None},
+        {"network": "b", "controller": "DQN", "mean_delay_s": 31.0, "resco_best_learned_s": None},
+    ])
+    (line,) = _counts(board, {"DQN"}, "resco")
+    assert "tuned max-pressure on 1 of 2 networks" in line
+    assert "(tuned or not) on 0 of 2" in line
+    assert "learned figure on 1 of 1 (protocol `resco`" in line
