@@ -295,6 +295,7 @@ def _worker_main() -> None:
     os.close(devnull)
     sys.stdout = open(os.devnull, "w")  # lives as long as the worker
     try:
+        episode: Callable[[], float | None]
         if row in _BUILDERS:
             episode = _BUILDERS[row](scenario)
         else:  # a learning row of ``bench --train``
@@ -302,8 +303,10 @@ def _worker_main() -> None:
 
             episode = learning_run(row, scenario)
         started = time.perf_counter()
-        episode()
+        measured = episode()
         reply: dict[str, Any] = {"wall_s": time.perf_counter() - started}
+        if measured is not None:  # a learning row's traffic: vehicles in the network
+            reply["vehicles"] = float(measured)
     except Exception as err:  # reported to the parent, which raises
         reply = {"error": f"{type(err).__name__}: {err}"}
     answer.write(json.dumps(reply) + "\n")
@@ -311,6 +314,12 @@ def _worker_main() -> None:
 
 
 def _time_in_worker(row: str, scenario: Scenario) -> float:
+    """The row's wall time, timed in a fresh worker interpreter."""
+    return float(_run_in_worker(row, scenario)["wall_s"])
+
+
+def _run_in_worker(row: str, scenario: Scenario) -> dict[str, Any]:
+    """The worker's answer for one row: ``wall_s``, and what a learning row measured."""
     # A fresh interpreter per row and repeat: libsumo holds one simulation per
     # process. A subprocess rather than multiprocessing's spawn, which re-runs the
     # caller's main script and so fails from scripts without a __main__ guard.
@@ -337,7 +346,7 @@ def _time_in_worker(row: str, scenario: Scenario) -> float:
     reply = json.loads(lines[-1])
     if "error" in reply:
         raise BenchError(f"row {row!r}: {reply['error']}")
-    return float(reply["wall_s"])
+    return dict(reply)
 
 
 # -------------------------------------------------------------------- bench

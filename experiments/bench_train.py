@@ -14,11 +14,15 @@ episodes' worth of decision steps per row:
   checkpoints left out.
 
 The traffic is made comparable: every row simulates the scenario's own net and
-route files over the same horizon, deciding every :data:`DELTA_TIME` seconds,
-so a row's decision steps are the same in number; the vehicles' moves still
-differ with the policy (and the phase rules differ a little: sumo-rl's 2 s
-yellow and 5 s minimum green against greenphase's protocol), so this times
-learning, not a traffic result. Both DQNs learn with the same settings,
+route files over the same horizon, deciding every :data:`DELTA_TIME` seconds
+under sumo-rl's phase rules (2 s yellow, no all-red, 5 s minimum green:
+:func:`comparable_options`), so a row's decision steps are the same in number.
+The vehicles' moves still differ with the policy each learner explores and
+learns, and a simulated second costs SUMO more the more vehicles it moves; so
+every row also reports the vehicles in or waiting to enter the network, on
+average over its run (:func:`mean_vehicles`; sumo-rl's row counts them after
+each step, greenphase's rows sum their trips' travel times). Rows with like
+counts ran like traffic. Both DQNs learn with the same settings,
 greenphase's defaults: Adam at 1e-3, batches of 64, a 64x64 network, replay of
 50 000, learning from 1 000 transitions, one update a step, a target copy
 every 500, exploration from 1 to 0.05 over 30% of the steps, gradients clipped
@@ -31,15 +35,17 @@ either is missing they are left out with one line that says so.
 from __future__ import annotations
 
 import importlib.util
+import math
 import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 from rich.table import Table
 
-from experiments.bench import DELTA_TIME, SEED, _start_fork_server, _time_in_worker, sumo_rl_env
+from experiments.bench import DELTA_TIME, SEED, _run_in_worker, _start_fork_server, sumo_rl_env
 
 if TYPE_CHECKING:
     from networks import Scenario
@@ -90,8 +96,12 @@ def comparable_options(scenario: Scenario) -> SimulationOptions:
 
 
 # ------------------------------------------------------------------ in a worker
-def learning_run(row: str, scenario: Scenario) -> Callable[[], None]:
-    """Build a row's learner and environment; the callable learns (the part that is timed)."""
+def learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
+    """Build a row's learner and environment; the callable learns (the part that is timed).
+
+    The callable returns the vehicles in or waiting to enter the network, on average over
+    the run (:func:`mean_vehicles`): how much traffic each step cost SUMO to move.
+    """
     import torch
 
     torch.set_num_threads(1)  # as greenphase trains: tiny networks lose on more threads
@@ -102,12 +112,12 @@ def learning_run(row: str, scenario: Scenario) -> Callable[[], None]:
     from stable_baselines3 import DQN
 
     if row == "sb3-dqn:sumo-rl":
-        env = sumo_rl_env(scenario, single_agent=True)
+        env: Any = _PolledTraffic(sumo_rl_env(scenario, single_agent=True))
     else:
         from simulator.env import TrafficSignalEnv
 
         _start_fork_server()
-        env = TrafficSignalEnv(scenario, options=comparable_options(scenario))
+        env = _TrippedTraffic(TrafficSignalEnv(scenario, options=comparable_options(scenario)))
     model = DQN(
         "MlpPolicy", env, learning_rate=1e-3, buffer_size=50_000, learning_starts=1_000,
         batch_size=64, gamma=0.9, train_freq=1, gradient_steps=1, target_update_interval=500,
@@ -116,14 +126,63 @@ def learning_run(row: str, scenario: Scenario) -> Callable[[], None]:
     )
     steps = decision_steps(scenario)
 
-    def learn() -> None:
+    def learn() -> float:
         model.learn(total_timesteps=steps)
         env.close()
+        return env.vehicles()
 
     return learn
 
 
-def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], None]:
+class _PolledTraffic(gym.Wrapper):  # type: ignore[type-arg]
+    """sumo-rl's env, counting after every step the vehicles in or waiting to enter the network.
+
+    Two libsumo calls a step (a few microseconds against a step's milliseconds).
+    """
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.counts: list[int] = []
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        sumo: Any = getattr(self.env.unwrapped, "sumo")  # noqa: B009 - sumo-rl's connection
+        self.counts.append(sumo.vehicle.getIDCount() + len(sumo.simulation.getPendingVehicles()))
+        return out
+
+    def vehicles(self) -> float:
+        return statistics.fmean(self.counts)
+
+
+class _TrippedTraffic(gym.Wrapper):  # type: ignore[type-arg]
+    """greenphase's env, keeping each episode's vehicle-seconds from its trips."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.episodes: list[dict[str, float]] = []
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        if "episode_kpis" in out[4]:
+            self.episodes.append(out[4]["episode_kpis"])
+        return out
+
+    def vehicles(self) -> float:
+        horizon: float = getattr(self.env.unwrapped, "sim").scenario.horizon_s  # noqa: B009
+        return mean_vehicles(self.episodes, horizon)
+
+
+def mean_vehicles(episodes: list[dict[str, float]], horizon_s: float) -> float:
+    """Vehicles in or waiting to enter the network, on average over whole episodes.
+
+    Each due vehicle's travel time (its wait to be inserted included, up to the horizon
+    for those still travelling) summed, over the episodes' simulated time.
+    """
+    seconds = sum(k["mean_travel_time_s"] * k["vehicles"] for k in episodes if k["vehicles"])
+    return seconds / (horizon_s * len(episodes)) if episodes else math.nan
+
+
+def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], float]:
     from experiments.train import Trainer, TrainSpec, training_seed
 
     _start_fork_server()
@@ -131,13 +190,16 @@ def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], None]:
                      seed=SEED, simulation=comparable_options(scenario))
     trainer = Trainer(spec, scenario, Path(tempfile.mkdtemp(prefix="greenphase-bench-")))
 
-    def learn() -> None:
+    def learn() -> float:
+        kpis: list[dict[str, float]] = []
         try:
             for first in range(0, spec.episodes, simulations):
                 episodes = range(first, min(first + simulations, spec.episodes))
-                trainer.run_round([training_seed(spec, e) for e in episodes], learn=True)
+                kpis += trainer.run_round([training_seed(spec, e) for e in episodes],
+                                          learn=True)[1]
         finally:
             trainer.close()
+        return mean_vehicles(kpis, scenario.horizon_s)
 
     return learn
 
@@ -156,7 +218,8 @@ def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None
     Returns:
         ``{"network", "begin_s", "end_s", "decision_s", "steps", "repeats", "left_out",
         "rows"}``; each row ``{"name", "wall_s" (median), "walls_s", "steps_per_s",
-        "ratio_to_sb3_sumo_rl"}`` (the last None without that row). JSON-serialisable.
+        "vehicles", "ratio_to_sb3_sumo_rl"}`` (the last None without that row; ``vehicles``
+        the mean over the repeats of :func:`mean_vehicles`). JSON-serialisable.
 
     Raises:
         ValueError: ``repeats`` is below 1.
@@ -172,19 +235,23 @@ def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None
             progress(line)
     steps = decision_steps(scenario)
     walls: dict[str, list[float]] = {row: [] for row in rows}
+    vehicles: dict[str, list[float]] = {row: [] for row in rows}
     for r in range(repeats):
         for row in rows:
-            walls[row].append(_time_in_worker(row, scenario))
+            reply = _run_in_worker(row, scenario)
+            walls[row].append(float(reply["wall_s"]))
+            vehicles[row].append(float(reply["vehicles"]))
             if progress is not None:
                 progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} "
-                         f"{steps / walls[row][-1]:.0f} steps/s")
+                         f"{steps / walls[row][-1]:.0f} steps/s, "
+                         f"{vehicles[row][-1]:.0f} vehicles in the network")
     rates = {row: steps / statistics.median(w) for row, w in walls.items()}
     reference = rates.get(SB3_ROWS[0])
     return {
         "network": scenario.name, "begin_s": scenario.begin, "end_s": scenario.end,
         "decision_s": DELTA_TIME, "steps": steps, "repeats": repeats, "left_out": notes,
         "rows": [{"name": row, "wall_s": statistics.median(walls[row]), "walls_s": walls[row],
-                  "steps_per_s": rates[row],
+                  "steps_per_s": rates[row], "vehicles": statistics.fmean(vehicles[row]),
                   "ratio_to_sb3_sumo_rl": rates[row] / reference if reference else None}
                  for row in rows],
     }
@@ -195,10 +262,11 @@ def format_train_table(result: dict[str, Any]) -> Table:
     table = Table(title=(f"{result['network']}: DQN learning over {result['steps']} decision "
                          f"steps ({result['decision_s']} s each), median of "
                          f"{result['repeats']}"))
-    for column in ("name", "wall s", "steps/s", "ratio to sb3-dqn:sumo-rl"):
+    for column in ("name", "wall s", "steps/s", "ratio to sb3-dqn:sumo-rl",
+                   "vehicles in network"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for row in result["rows"]:
         ratio = row["ratio_to_sb3_sumo_rl"]
         table.add_row(row["name"], f"{row['wall_s']:.1f}", f"{row['steps_per_s']:.0f}",
-                      "" if ratio is None else f"{ratio:.2f}")
+                      "" if ratio is None else f"{ratio:.2f}", f"{row['vehicles']:.0f}")
     return table

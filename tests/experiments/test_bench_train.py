@@ -48,6 +48,7 @@ def test_bench_train_times_greenphase_without_sb3(grid1x1: Scenario,
     for row in doc["rows"]:
         assert row["steps_per_s"] == pytest.approx(48 / row["wall_s"])
         assert row["ratio_to_sb3_sumo_rl"] is None
+        assert row["vehicles"] > 0
     assert "stable-baselines3 is not installed" in result.stderr
     assert len(doc["left_out"]) == 1
 
@@ -56,3 +57,23 @@ def test_bench_train_refuses_bad_input_in_one_line() -> None:
     result = runner.invoke(app, ["bench", "--train", "--network", "no-such-net"])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-net" in result.stderr
+
+
+def test_the_trips_count_the_vehicles_a_step_by_step_count_sees(grid1x1: Scenario) -> None:
+    """Vehicle-seconds from the trips equal the vehicles counted every simulated second."""
+    from simulator.core import TrafficSimulation
+    from simulator.options import SimulationOptions
+
+    scenario = dataclasses.replace(grid1x1, end=grid1x1.begin + 600)
+    sim = TrafficSimulation(scenario, SimulationOptions(decision_interval=1), isolate=False)
+    sim.start(3)
+    counts = []
+    while not sim.done:
+        sim.step([0])
+        sumo = sim.connection
+        counts.append(sumo.vehicle.getIDCount() + len(sumo.simulation.getPendingVehicles()))
+    kpis = sim.finish().kpis
+    assert kpis["vehicles"] > 20 and max(counts) > 10
+    measured = bench_train.mean_vehicles([kpis], scenario.horizon_s)
+    assert measured == pytest.approx(sum(counts) / len(counts), rel=0.05)
+    assert bench_train.mean_vehicles([kpis, kpis], scenario.horizon_s) == pytest.approx(measured)
