@@ -185,12 +185,16 @@ class DQN(Learner):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, agent: torch.Tensor, *, explore: bool) -> np.ndarray:
         """A phase per row: greedy, or random with probability epsilon when exploring."""
-        scores, _ = self.net(obs, agent)
-        action = scores.argmax(dim=1).numpy()
+        epsilon = self.epsilon if explore else 0.0
+        if epsilon >= 1.0:  # every row draws its phase: the network's choice would go unused
+            action = np.zeros(len(agent), dtype=np.int64)
+        else:
+            scores, _ = self.net(obs, agent)
+            action = scores.argmax(dim=1).numpy()
         if not explore:
             return action
         phases = np.asarray(self.net.num_phases)[agent.numpy()]
-        return epsilon_greedy(action, phases, self.epsilon, self.rng)
+        return epsilon_greedy(action, phases, epsilon, self.rng)
 
     def observe(self, obs: torch.Tensor, agent: torch.Tensor, action: np.ndarray,
                 reward: np.ndarray, next_obs: torch.Tensor) -> list[dict[str, float]]:
