@@ -21,10 +21,11 @@ A simulated second costs SUMO more the more vehicles it moves, and with their
 usual decaying exploration the rows' traffic would follow what each learner
 has learned by then: measured on cologne1, SB3 on sumo-rl's reward kept 49
 vehicles in the network, the learners on greenphase's reward 92 to 123, a
-random policy about 70. So every row explores throughout (:data:`EPSILON`):
-each acts at random, the traffic is the same random policy's in every row,
-and each learns as usual meanwhile (an update every decision step from its
-replay buffer). Every row reports the vehicles in or waiting to enter the
+random policy about 70. So every row explores throughout (:data:`EPSILON`)
+and runs every episode on SUMO seed :data:`SEED`, as sumo-rl's env does: each
+acts at random (SB3's two rows draw the very same actions), the traffic is one
+random policy's in every row, and each learns as usual meanwhile (an update
+every decision step from its replay buffer). Every row reports the vehicles in or waiting to enter the
 network on average over its run (:func:`mean_vehicles`; sumo-rl's row counts
 them after each step, greenphase's rows sum their trips' travel times), which
 shows the traffic alike. Both DQNs learn with the same settings, greenphase's
@@ -165,11 +166,19 @@ class _PolledTraffic(gym.Wrapper):  # type: ignore[type-arg]
 
 
 class _TrippedTraffic(gym.Wrapper):  # type: ignore[type-arg]
-    """greenphase's env, keeping each episode's vehicle-seconds from its trips."""
+    """greenphase's env, keeping each episode's vehicle-seconds from its trips.
+
+    Every episode runs on SUMO seed :data:`SEED`, as sumo-rl's env runs them: with one
+    stream of random actions (SB3 seeds its action space alike in both rows) the two SB3
+    rows then move the same traffic.
+    """
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
         self.episodes: list[dict[str, float]] = []
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        return self.env.reset(seed=SEED, options=options)
 
     def step(self, action: Any) -> Any:
         out = self.env.step(action)
@@ -194,7 +203,7 @@ def mean_vehicles(episodes: list[dict[str, float]], horizon_s: float) -> float:
 
 def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], float]:
     from agents.dqn import DQNConfig
-    from experiments.train import Trainer, TrainSpec, training_seed
+    from experiments.train import Trainer, TrainSpec
 
     _start_fork_server()
     spec = TrainSpec(algo="dqn", episodes=TRAIN_EPISODES, simulations=simulations,
@@ -207,8 +216,8 @@ def _greenphase_run(scenario: Scenario, simulations: int) -> Callable[[], float]
         try:
             for first in range(0, spec.episodes, simulations):
                 episodes = range(first, min(first + simulations, spec.episodes))
-                kpis += trainer.run_round([training_seed(spec, e) for e in episodes],
-                                          learn=True)[1]
+                # SUMO seed SEED in every episode, as sumo-rl's env runs them
+                kpis += trainer.run_round([SEED] * len(episodes), learn=True)[1]
         finally:
             trainer.close()
         return mean_vehicles(kpis, scenario.horizon_s)
