@@ -184,7 +184,9 @@ def _markdown(plan: Benchmark, board: pd.DataFrame, wall_s: float) -> str:
         f"evaluation seeds 0-{seeds - 1} with resampled demand (traffic that tuning and "
         f"training never drew); learners trained within {plan.budget_min:g} min each"
         f"{' (smoke: short horizons)' if plan.smoke else ''}. Mean delay per vehicle in s, "
-        f"mean ± 95% CI over the seeds. Wall time of the whole benchmark: {wall_s / 60:.1f} min.",
+        f"mean ± 95% CI over the seeds. Wall time of the benchmark's stages: "
+        f"{wall_s / 60:.1f} min (a stage resumed after an interruption counts from where it "
+        f"resumed; its training wall time below counts all of its training).",
         "", *_headline(board, learners), "", *_counts(board, learners, plan.protocol), "",
         "## Every controller", "",
         "| network | controller | seeds | delay s | vs fixed |", "|---|---|---:|---:|---:|",
