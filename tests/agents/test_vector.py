@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from agents.dqn import DQN, DQNConfig
+from agents.dqn import DQN, DQNConfig, epsilon_greedy
 from agents.federated import FederatedConfig
 from agents.models import SignalNetwork
 from agents.optim import ConfigError, OptimConfig
@@ -136,6 +136,26 @@ def test_dqn_counts_every_simulation_as_a_decision_step() -> None:
     # three due in one call are one gradient step on their batches together
     assert [log["update"] for log in logs] == [1, 2]
     assert dqn.slots == 6
+
+
+def test_dqn_draws_without_its_network_only_while_every_action_is_drawn() -> None:
+    net = SignalNetwork([4, 4], [2, 3], (8,))
+    agent = torch.arange(2).repeat(50)
+    obs = torch.rand(100, 4)
+    always = DQN(net, DQNConfig(epsilon_end=1.0), OptimConfig(), 100, np.random.default_rng(0))
+    calls = []
+    net.register_forward_hook(lambda *args: calls.append(1))
+    drawn = always.act(obs, agent, explore=True)
+    assert calls == [] and (drawn < np.array([2, 3] * 50)).all()
+    assert set(drawn[1::2]) == {0, 1, 2}  # every phase of the three-phase signal drawn
+    # the same draws as the network's choices replaced one by one (the RNG stream is unchanged)
+    replaced = DQN(net, DQNConfig(epsilon_end=1.0), OptimConfig(), 100, np.random.default_rng(0))
+    greedy = net(obs, agent)[0].argmax(dim=1).numpy()
+    phases = np.array([2, 3] * 50)
+    assert (epsilon_greedy(greedy, phases, 1.0, replaced.rng) == drawn).all()
+    calls.clear()
+    always.act(obs, agent, explore=False)  # greedy: the network decides
+    assert calls == [1]
 
 
 def test_merged_updates_keep_the_schedule_and_the_target_copies_of_single_ones() -> None:
