@@ -312,6 +312,8 @@ def run_benchmark(plan: Benchmark,
                   on_stage: Callable[[Stage, str], None] | None = None) -> dict[str, Any]:
     """Run every stage not yet finished, network by network; write the leaderboard.
 
+    The leaderboard is written again after each network's evaluation, so a run that
+    is interrupted (or still running) shows the networks it has finished.
     ``on_stage`` is called with each stage and ``"start"``, ``"done"`` or ``"skip"``.
     """
     from experiments.leaderboard import write_leaderboard
@@ -329,6 +331,8 @@ def run_benchmark(plan: Benchmark,
             facts = stage.run()
             facts["wall_s"] = round(time.perf_counter() - started, 1)
             _record(plan, stage, facts)
+            if stage.name == "eval":
+                write_leaderboard(plan, read_state(plan.folder))
             if on_stage is not None:
                 on_stage(stage, "done")
     return write_leaderboard(plan, read_state(plan.folder))

@@ -123,3 +123,35 @@ def test_the_learned_policy_is_counted_seed_by_seed_and_network_by_network() -> 
     assert "tuned max-pressure on 1 of 2 networks" in line
     assert "(tuned or not) on 0 of 2" in line
     assert "learned figure on 1 of 1 (protocol `resco`" in line
+
+
+def test_an_interrupted_benchmark_keeps_the_leaderboard_of_the_networks_it_finished(
+        bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from experiments import benchmark as bm
+
+    copy = tmp_path / "b"
+    shutil.copytree(bench_dir, copy)
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
+        (copy / name).unlink()
+    doc = json.loads((copy / "benchmark.json").read_text())
+    del doc["stages"]["grid-1x1"]["eval"]  # its evaluation's results are there: it reruns fast
+    (copy / "benchmark.json").write_text(json.dumps(doc))
+
+    def interrupted() -> dict[str, object]:
+        raise KeyboardInterrupt
+
+    def fake_stages(plan: bm.Benchmark, network: str) -> list[bm.Stage]:
+        if network == "grid-1x1":
+            return [bm.Stage(network, "eval", lambda: {"learner": "dqn"})]
+        return [bm.Stage(network, "tune-webster", interrupted)]
+
+    monkeypatch.setattr(bm, "stages", fake_stages)
+    plan = bm.plan_benchmark(networks=["grid-1x1", "grid-2x2"], folder=copy, smoke=True,
+                             resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        bm.run_benchmark(plan)
+    board = pd.read_csv(copy / "leaderboard.csv")
+    assert set(board["network"]) == {"grid-1x1"} and "DQN" in set(board["controller"])
+    assert "| grid-1x1 |" in (copy / "leaderboard.md").read_text()
