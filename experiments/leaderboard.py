@@ -219,10 +219,14 @@ def _plot(board: pd.DataFrame, path: Path) -> Path | None:
             xs.append(j + (i - (len(controllers) - 1) / 2) * width)
             ys.append(float(rows["mean_delay_s"].iloc[0]) / ref)
             es.append(float(rows["ci95_delay_s"].iloc[0]) / ref)
-        ax.bar(xs, ys, width, yerr=es, label=controller, capsize=2)
+        # a delay is positive: an interval wider than its mean (a seed that jammed) is
+        # drawn down to a tenth of the bar, on a log scale that keeps small bars readable
+        low = [min(e, 0.9 * y) for y, e in zip(ys, es, strict=True)]
+        ax.bar(xs, ys, width, yerr=[low, es], label=controller, capsize=2)
     ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
     ax.set_xticks(range(len(networks)), networks)
-    ax.set_ylabel("mean delay / fixed timing's")
+    ax.set_ylabel("mean delay / fixed timing's (log scale)")
     ax.legend(fontsize=7, ncol=3)
     ax.set_title("held-out resampled demand, 95% CI")
     fig.tight_layout()

@@ -3,9 +3,13 @@
 An Optuna study (TPE, seeded) searches the controller's parameter space (:data:`SPACES`);
 a trial's value is the mean delay over the tuning seeds (:data:`TUNING_SEED_FLOOR` on,
 never an evaluation seed). The first trial is the controller's defaults (clamped into the
-space), so the search starts from what an untuned run gets. Trials run in batches of one
-per worker: a batch is asked, its runs (each trial a ``tuned:`` folder of its own, as the
-results are used later) go through an executor, and its values are told back.
+space), so the search starts from what an untuned run gets. Where a default is not a point
+of the space (actuated control's green bounds default to the network program's own), the
+exact defaults are measured too, as the candidate numbered -1, and kept when no trial beats
+them: a tuned controller is never worse than the untuned one on the tuning seeds. Trials
+run in batches of one per worker: a batch is asked, its runs (each trial a ``tuned:``
+folder of its own, as the results are used later) go through an executor, and its values
+are told back.
 
 The results folder holds ``params.toml`` (the best parameters: ``tuned:DIR`` reads it),
 ``trials.parquet`` (one row per trial) and ``plots/search.png``.
@@ -113,6 +117,22 @@ def _defaults(controller: str, space: Mapping[str, Dim]) -> dict[str, Any]:
     return start
 
 
+DEFAULTS = -1
+"""The number of the exact-defaults candidate (see the module's docstring)."""
+
+
+def exact_defaults(controller: str, space: Mapping[str, Dim]) -> dict[str, Any] | None:
+    """The controller's own defaults of the space's parameters, where the first trial is not them.
+
+    None where the first trial is them. Defaults of None are left out, so that they stay None.
+    """
+    defaults = tunable()[controller]().model_dump()
+    own = {name: defaults.get(name) for name in space}
+    if own == _defaults(controller, space):
+        return None
+    return {name: value for name, value in own.items() if value is not None}
+
+
 def check(controller: str, *, trials: int, workers: int, seeds: int,
           timeout: float | None) -> None:
     """Refuse a controller without a search space and counts below one.
@@ -186,13 +206,27 @@ class _Runs:
             return []
         names = []
         for number, values in zip(numbers, params, strict=True):
-            folder = self.where / f"trial-{number:04d}"
+            folder = self.folder(number)
             doc = Tuned(self.controller, self.scenario.name, dict(values), dict(demand))
             results.write_toml(folder / PARAMS_FILE, doc.to_dict())
             names.append(f"tuned:{folder}")
         experiment = experiment_of(self.scenario, names, self.seeds, self.options,
                                    name="tune", trips=False)
         return [RunUnit(experiment, name, seed) for name in names for seed in self.seeds]
+
+    def folder(self, number: int) -> Path:
+        """The ``tuned:`` folder of trial ``number`` (:data:`DEFAULTS`: the exact defaults)."""
+        return self.where / ("defaults" if number == DEFAULTS else f"trial-{number:04d}")
+
+    def measure_defaults(self, executor: Executor, params: Mapping[str, Any],
+                         demand: Mapping[str, Any]) -> dict[str, Any]:
+        """The exact defaults' row (number :data:`DEFAULTS`)."""
+        executor.run(self.units([DEFAULTS], [params], demand), self.where, self.record)
+        value, wall, error = self.value(DEFAULTS)
+        return {"number": DEFAULTS, **_round(params),
+                "value": math.nan if value is None else value,
+                "state": "complete" if value is not None else "fail", "wall_s": wall,
+                "repeat_of": -1, "error": error}
 
     def record(self, unit: RunUnit, out: Outcome) -> bool:
         """Keep an attempt's outcome; a failed run is not tried again."""
@@ -201,7 +235,7 @@ class _Runs:
 
     def value(self, number: int) -> tuple[float | None, float, str]:
         """A trial's mean delay over the seeds (None if a run failed), wall time, error."""
-        name = f"tuned:{self.where / f'trial-{number:04d}'}"
+        name = f"tuned:{self.folder(number)}"
         outs = [self.outcomes.get((name, s)) for s in self.seeds]
         wall = sum(o.wall_s for o in outs if o is not None and not math.isnan(o.wall_s))
         failed = [o for o in outs if o is None or o.status != "ok"]
@@ -271,9 +305,13 @@ def tune(controller: str, scenario: Scenario, folder: Path, *, trials: int = 20,
     dists, seed_list = _distributions(space), tuning_seeds(seeds)
     demand = demand_record(_as_run(scenario, options), seed_list)
     rows: list[dict[str, Any]] = []
+    own = exact_defaults(controller, space)
+    defaults: dict[str, Any] | None = None
     started = time.perf_counter()
     with scratch.temporary("tune") as tmp:
         runs = _Runs(scenario, controller, options, seed_list, Path(tmp))
+        if own is not None:
+            defaults = runs.measure_defaults(executor, own, demand)
         while len(rows) < trials and (not rows or timeout is None
                                       or time.perf_counter() - started < timeout):
             asked = [study.ask(dists) for _ in range(min(workers, trials - len(rows)))]
@@ -282,7 +320,7 @@ def tune(controller: str, scenario: Scenario, folder: Path, *, trials: int = 20,
                 if on_trial is not None:
                     on_trial(trial.number, rows[-1]["value"])
     return _finish(study, controller, scenario, folder, rows, demand, seed,
-                   time.perf_counter() - started)
+                   time.perf_counter() - started, defaults)
 
 
 def _round(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,19 +358,24 @@ def _tell(study: optuna.Study, trial: optuna.Trial, measured: dict[str, Any]) ->
 
 def _finish(study: optuna.Study, controller: str, scenario: Scenario, folder: Path,
             rows: list[dict[str, Any]], demand: dict[str, Any], seed: int,
-            wall: float) -> TuneResult:
-    complete = [r for r in rows if r["state"] == "complete"]
+            wall: float, defaults: dict[str, Any] | None = None) -> TuneResult:
+    """Keep the best candidate (the exact defaults on a tie); write the folder."""
+    candidates = [*([defaults] if defaults is not None else []), *rows]
+    complete = [r for r in candidates if r["state"] == "complete"]
     if not complete:
         raise SweepError(f"no trial finished: {rows[0]['error']}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    parameters = _round(study.trials[best["number"]].params)
+    if best["number"] == DEFAULTS:
+        parameters = {k: v for k, v in best.items() if k in SPACES[controller]}
+    else:
+        parameters = _round(study.trials[best["number"]].params)
     build(controller, parameters)  # the best parameters make a controller
     search = {"objective": OBJECTIVE, "value": best["value"], "trial": best["number"],
-              "default_value": rows[0]["value"], "trials": len(rows), "sampler": "TPE",
+              "default_value": candidates[0]["value"], "trials": len(rows), "sampler": "TPE",
               "sampler_seed": seed, "begin_s": scenario.begin, "end_s": scenario.end,
               "wall_s": round(wall, 1)}
     tuned = Tuned(controller, scenario.name, parameters, demand, search)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(candidates)
     results.write_toml(folder / PARAMS_FILE, tuned.to_dict())
     results.write_parquet(folder / "trials.parquet", frame)
     plot_search(frame, folder / "plots" / "search.png", f"tune {controller} on {scenario.name}")

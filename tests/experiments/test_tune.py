@@ -150,3 +150,30 @@ def test_a_timeout_stops_after_the_batch_that_passes_it(tiny: Scenario, tmp_path
                   timeout=1e-6, executor=InProcessExecutor())
     assert result.trials["number"].tolist() == [0, 1]
     assert result.tuned.search["trials"] == 2
+
+
+def test_defaults_the_space_cannot_hold_are_measured_and_kept_unless_beaten(
+        tiny: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.classic import Actuated
+    from experiments import tune as tune_module
+
+    # actuated's green bounds default to the network program's own: no point of the space
+    assert tune_module.exact_defaults("max-pressure", SPACES["max-pressure"]) is None
+    own = tune_module.exact_defaults("actuated", SPACES["actuated"])
+    assert own is not None and "min_dur" not in own and own["max_gap"] == Actuated().params.max_gap
+    found = tune("actuated", tiny, tmp_path / "a", trials=2, seeds=1,
+                 executor=InProcessExecutor())
+    trials = found.trials
+    assert trials["number"].tolist() == [-1, 0, 1]
+    untuned = run_episode(tiny, "actuated", TUNING_SEED_FLOOR, SimulationOptions())
+    assert trials.loc[0, "value"] == pytest.approx(untuned.kpis["mean_delay_s"])
+    assert found.tuned.search["default_value"] == trials.loc[0, "value"]
+    assert found.tuned.search["value"] <= trials.loc[0, "value"]
+    # made to win, the exact defaults are what the folder keeps: tuned is then untuned
+    monkeypatch.setattr(tune_module._Runs, "value", lambda self, number: (
+        (1.0 if number == tune_module.DEFAULTS else 2.0), 0.0, ""))
+    kept = tune("actuated", tiny, tmp_path / "b", trials=2, seeds=1,
+                executor=InProcessExecutor())
+    assert kept.tuned.search["trial"] == -1 and kept.tuned.parameters == own
+    ctrl = tuned_controller(tmp_path / "b", "grid-1x1")
+    assert isinstance(ctrl, Actuated) and ctrl.params == Actuated().params
