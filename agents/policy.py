@@ -60,6 +60,20 @@ def load_policy(run: Path) -> tuple[SignalNetwork, dict[str, Any]]:
     return net.eval(), policy
 
 
+def check_signals(policy: dict[str, Any], network: str, tls_ids: Sequence[str],
+                  run: Path | str) -> None:
+    """Refuse a network whose signals are not those ``policy`` was trained on.
+
+    Raises:
+        TrainedPolicyError: Other signals (a policy that names none passes).
+    """
+    trained_on = list(policy.get("tls_ids", tls_ids))
+    if trained_on != list(tls_ids):
+        raise TrainedPolicyError(
+            f"{run} was trained on network {policy.get('network')!r} ({len(trained_on)} "
+            f"signals), not {network!r} ({len(tls_ids)} signals)")
+
+
 def policy_options(policy: dict[str, Any]) -> SimulationOptions:
     """The simulation options a checkpoint's ``policy`` metadata was trained with.
 

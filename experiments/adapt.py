@@ -54,7 +54,7 @@ from agents.errors import TrainedPolicyError
 from agents.models import SignalNetwork
 from agents.normalize import RunningNormalizer
 from agents.optim import OptimConfig
-from agents.policy import build_network, policy_path
+from agents.policy import build_network, check_signals, policy_path
 from agents.settings import Settings
 from agents.trained import TrainedController
 from experiments import layout, results
@@ -461,12 +461,8 @@ def adapt(deployed: Deployed, recent: Recent, folder: Path, settings: AdaptSetti
 
 def check_network(deployed: Deployed, scenario: Scenario) -> None:
     """Refuse a scenario whose signals are not those the policy was trained on."""
-    trained_on = list(deployed.policy.get("tls_ids", []))
-    signals = scenario.net.tls_ids
-    if signals != trained_on:
-        raise TrainedPolicyError(
-            f"{deployed.run} was trained on network {deployed.policy.get('network')!r} "
-            f"({len(trained_on)} signals), not {scenario.name!r} ({len(signals)} signals)")
+    check_signals({"tls_ids": [], **deployed.policy}, scenario.name, scenario.net.tls_ids,
+                  deployed.run)
 
 
 def adapt_run(run: Path, where: ScenarioOptions, drift_text: str, hours: float,

@@ -18,25 +18,25 @@ route files over the same horizon, deciding every :data:`DELTA_TIME` seconds
 under sumo-rl's phase rules (2 s yellow, no all-red, 5 s minimum green:
 :func:`comparable_options`), so a row's decision steps are the same in number.
 A simulated second costs SUMO more the more vehicles it moves, and with their
-usual decaying exploration the rows' traffic would follow what each learner
-has learned by then: measured on cologne1, SB3 on sumo-rl's reward kept 49
-vehicles in the network, the learners on greenphase's reward 92 to 123, a
-random policy about 70. So every row explores throughout (:data:`EPSILON`)
-and runs every episode on SUMO seed :data:`SEED`, as sumo-rl's env does: each
-acts at random (SB3's two rows draw the very same actions), the traffic is one
-random policy's in every row, and each learns as usual meanwhile (an update
-every decision step from its replay buffer). Every row reports the vehicles in or waiting to enter the
-network on average over its run (:func:`mean_vehicles`; sumo-rl's row counts
-them after each step, greenphase's rows sum their trips' travel times), which
-shows the traffic alike. Both DQNs learn with the same settings, greenphase's
-defaults but for the exploration: Adam at 1e-3, batches of 64, a 64x64
-network, replay of 50 000, learning from 1 000 transitions, one update a step,
-a target copy every 500, gradients clipped at 10, one torch thread. Neither
-runs its network to act while every action is drawn at random. (greenphase's
-is double DQN; with N simulations it makes one update of N batches per step of
-all N.) SB3's rows need a network
-with one signal and stable-baselines3 installed (the ``bench`` extra); where
-either is missing they are left out with one line that says so.
+usual decaying exploration the rows' traffic would follow what each learner has
+learned by then: measured on cologne1, SB3 on sumo-rl's reward kept 49 vehicles
+in the network, the learners on greenphase's reward 92 to 123, a random policy
+about 70. So every row explores throughout (:data:`EPSILON`) and runs every
+episode on SUMO seed :data:`SEED`, as sumo-rl's env does: each acts at random
+(SB3's two rows draw the very same actions), the traffic is one random policy's
+in every row, and each learns as usual meanwhile (an update every decision step
+from its replay buffer). Every row reports the vehicles in or waiting to enter
+the network on average over its run (:func:`mean_vehicles`; sumo-rl's row
+counts them after each step, greenphase's rows sum their trips' travel times),
+which shows the traffic alike. Both DQNs learn with the same settings,
+greenphase's defaults but for the exploration: Adam at 1e-3, batches of 64, a
+64x64 network, replay of 50 000, learning from 1 000 transitions, one update a
+step, a target copy every 500, gradients clipped at 10, one torch thread.
+Neither runs its network to act while every action is drawn at random.
+(greenphase's is double DQN; with N simulations it makes one update of N
+batches per step of all N.) SB3's rows need a network with one signal and
+stable-baselines3 installed (the ``bench`` extra); where either is missing they
+are left out with one line that says so.
 """
 
 from __future__ import annotations

@@ -289,22 +289,19 @@ def monitor_options(base: Scenario, controller: str, demand: str) -> SimulationO
 
     Raises:
         UnknownControllerError: ``controller`` is not known.
-        BadInput: A bad ``--demand``, or a trained run of another network.
+        TrainedPolicyError: A trained run of another network.
+        BadInput: A bad ``--demand``.
     """
-    from experiments.options import BadInput, demand_option, simulation_options
+    from experiments.options import demand_option, simulation_options
     from experiments.workflows import COMPARE_DEMAND
 
     ctrl = make_controller(controller, network=base.name)
     interval = None
     if controller.startswith("trained:"):
-        from agents.policy import policy_options
+        from agents.policy import check_signals, policy_options
 
         policy = getattr(ctrl, "policy", {})
-        tls = list(base.net.tls_ids)
-        if list(policy.get("tls_ids", tls)) != tls:
-            raise BadInput(f"{controller} was trained on network {policy.get('network')!r} "
-                           f"({len(policy['tls_ids'])} signals), not {base.name} ({len(tls)} "
-                           "signals): monitor it on the network it was trained on")
+        check_signals(policy, base.name, base.net.tls_ids, controller)
         interval = policy_options(policy).decision_interval
     return simulation_options("greenphase", base.name, decision_interval=interval,
                               demand=demand_option(demand, COMPARE_DEMAND))
