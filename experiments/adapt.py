@@ -65,7 +65,6 @@ from networks import Scenario
 from networks.drift import Drift, duration
 from networks.files import atomic_write
 from simulator.options import SimulationOptions
-from simulator.view import SignalView
 
 SHADOW_SEED = 20_000
 """First tuning seed of the shadow evaluations (step ``k`` takes ``SHADOW_SEED + 1000 k + i``):
@@ -216,23 +215,10 @@ def shadow_seeds(step: int, count: int) -> list[int]:
     return [SHADOW_SEED + 1000 * step + i for i in range(count)]
 
 
-class ShadowController(TrainedController):
-    """``trained:DIR`` acting on one torch thread.
-
-    An isolated episode runs its controller in a forked child, whose torch would start a
-    pool of threads per core; beside SUMO and other runs they wait on each other (a
-    cologne8 hour took 22 s against 9 s on one thread, on 2 busy cores).
-    """
-
-    def reset(self, views: Sequence[SignalView], seed: int) -> None:
-        """Check the network, on one thread."""
-        torch.set_num_threads(1)
-        super().reset(views, seed)
-
-
 def shadow(version: Path, recent: Recent, seeds: Sequence[int]) -> dict[str, Any]:
     """Run a version's policy on recent traffic, one episode per seed: its KPIs per seed."""
-    controller = ShadowController(version)
+    # in the episode's child it decides on one torch thread (simulator.isolation)
+    controller = TrainedController(version)
     runs = []
     for seed in seeds:
         result = run_episode(recent.scenario, controller, seed, recent.options)

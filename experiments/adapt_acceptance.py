@@ -36,10 +36,10 @@ import pandas as pd
 import torch
 
 from agents.policy import policy_path
+from agents.trained import TrainedController
 from experiments import results
 from experiments.adapt import (
     AdaptSettings,
-    ShadowController,
     adapt,
     check_network,
     claim,
@@ -110,7 +110,7 @@ def _key(policy: Path, where: Drifted) -> str:
 
 
 def _late_run(policy: Path, where: Drifted, seed: int) -> dict[str, Any]:
-    result = run_episode(where.scenario, ShadowController(policy), seed, where.options)
+    result = run_episode(where.scenario, TrainedController(policy), seed, where.options)
     delay, count = late_delay(result.trips, float(where.scenario.end), where.window_s)
     return {"seed": seed, "late_delay_s": delay, "late_vehicles": count,
             "mean_delay_s": result.kpis["mean_delay_s"], "wall_s": result.wall_s}
