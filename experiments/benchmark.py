@@ -5,9 +5,11 @@ For every network of a suite, three stages, each resumable on its own:
 1. **tune**: Webster, SUMO's actuated control and max-pressure searched on tuning demand
    (:func:`experiments.tune.tune`; ``NET/tune-CONTROLLER/params.toml``);
 2. **train**: the learned policies (DQN by default), each within the wall budget
-   (``NET/LEARNER``): the number of episodes is chosen from a short calibration run
-   of the same trainer, so the schedules (exploration, learning rate) run their
-   whole course within the budget;
+   (``NET/LEARNER``), one simulation per core: the number of episodes is chosen from
+   a short calibration run of the same trainer, so the schedules (exploration,
+   learning rate) run their whole course within the budget; the checkpoint kept is
+   the one with the lowest mean delay on the tuning seeds the baselines are searched
+   on (:data:`TUNING_SEEDS`);
 3. **evaluate**: every classic controller untuned and tuned, and the learned policy,
    on the held-out evaluation seeds with resampled demand (``NET/eval``). Where
    several learners were trained, the one reported is the one with the lowest delay
@@ -51,6 +53,9 @@ LEARNERS = ("dqn", "ppo")
 STATE_FILE = "benchmark.json"
 CALIBRATION_EPISODES = 2
 """Episodes of the calibration run that times one training episode."""
+TUNING_SEEDS = 2
+"""Seeds (10000 on) a baseline's trials and a learner's checkpoints are scored on (one
+under ``--smoke``)."""
 EPISODE_BOUNDS = (10, 400)
 """The fewest and the most episodes the budget may give a learner."""
 SMOKE_EPISODES = (2, 4)
@@ -79,6 +84,13 @@ class Benchmark:
     workers: int | None = None
     backend: str = "local"
     address: str | None = None
+    simulations: int = 1
+    """Training episodes simulated at once (``plan_benchmark`` takes one per core)."""
+
+    @property
+    def tuning_seeds(self) -> int:
+        """Tuning seeds per trial of a search and per checkpoint evaluation of a learner."""
+        return 1 if self.smoke else TUNING_SEEDS
 
     @property
     def evaluation_seeds(self) -> list[int]:
@@ -111,8 +123,11 @@ def plan_benchmark(*, suite: str = "resco", networks: Sequence[str] = (), folder
                    trials: int = 12, learners: Sequence[str] = ("dqn",), smoke: bool = False,
                    workers: int | None = None, backend: str = "local",
                    address: str | None = None, resume: bool = False,
-                   overwrite: bool = False) -> Benchmark:
+                   overwrite: bool = False, simulations: int = 0) -> Benchmark:
     """Check the benchmark's options and claim its folder.
+
+    ``simulations``: training episodes simulated at once; 0, one per core. Results
+    depend on the count, so each training stage records it.
 
     Raises:
         BadInput: An unknown suite, network, learner or protocol, or a count out of range.
@@ -130,8 +145,13 @@ def plan_benchmark(*, suite: str = "resco", networks: Sequence[str] = (), folder
     for option, value in (("--seeds", seeds), ("--trials", trials)):
         if value < 1:
             raise BadInput(f"{option}: must be at least 1, got {value}")
+    if simulations < 0:
+        raise BadInput(f"--simulations: must be 0 (one per core) or more, got {simulations}")
+    from experiments.train import default_simulations
+
     plan = Benchmark(chosen, Path(folder), protocol, budget_min, seeds, trials,
-                     tuple(dict.fromkeys(learners)), smoke, workers, backend, address)
+                     tuple(dict.fromkeys(learners)), smoke, workers, backend, address,
+                     simulations or default_simulations())
     for network in chosen:
         simulation_options(protocol, network)  # an unknown protocol is one line here
         plan.scenario(network)  # an unknown network too
@@ -189,7 +209,7 @@ def _tuning(plan: Benchmark, scenario: Scenario, controller: str,
 
         executor = _executor(plan)
         found = tune(controller, scenario, folder, trials=1 if plan.smoke else plan.trials,
-                     workers=executor.workers, seeds=1 if plan.smoke else 2,
+                     workers=executor.workers, seeds=plan.tuning_seeds,
                      options=_options(plan, scenario.name), executor=executor, overwrite=True)
         return {"params": results.plain(dict(found.tuned.parameters))}
     return run
@@ -211,8 +231,10 @@ def _training(plan: Benchmark, scenario: Scenario, learner: str,
             episodes = int(min(high, max(low, plan.budget_min * 60 // per_episode)))
             facts["calibration_s_per_episode"] = round(per_episode, 2)
             done = train(_train_spec(plan, scenario, learner, episodes), scenario, folder)
+        spec = resumed_spec(folder)
         return {**facts, "episodes": done.episodes, "train_wall_s": round(done.wall_s, 1),
-                "tuning_delay_s": round(done.best_eval_delay_s, 3)}
+                "tuning_delay_s": round(done.best_eval_delay_s, 3),
+                "simulations": spec.simulation_count, "tuning_seeds": len(spec.evaluation_seeds)}
     return run
 
 
@@ -221,25 +243,28 @@ def _seconds_per_episode(plan: Benchmark, scenario: Scenario, learner: str,
     """Wall seconds of one training episode, its share of checkpoint evaluations included."""
     from experiments.train import train
 
-    spec = _train_spec(plan, scenario, learner, CALIBRATION_EPISODES)
+    n = plan.simulations
+    spec = _train_spec(plan, scenario, learner, max(CALIBRATION_EPISODES, n))
     calibration = folder.with_name(f".{folder.name}-calibration")
     shutil.rmtree(calibration, ignore_errors=True)
     try:
-        timed = train(spec.model_copy(update={"eval_every": CALIBRATION_EPISODES}),
+        timed = train(spec.model_copy(update={"eval_every": spec.episodes}),
                       scenario, calibration, reference=False)
     finally:
         shutil.rmtree(calibration, ignore_errors=True)
-    # the calibration evaluates once in CALIBRATION_EPISODES, the run once in eval_every
-    learning = timed.wall_s / (timed.episodes + 1)
-    return learning * (1 + 1 / spec.eval_every)
+    # rounds of n episodes at once: the calibration's training rounds and one evaluation;
+    # the run's episodes take a round per n and an evaluation per eval_every
+    evaluation_rounds = -(-len(spec.evaluation_seeds) // n)
+    per_round = timed.wall_s / (-(-timed.episodes // n) + evaluation_rounds)
+    return per_round / n + per_round * evaluation_rounds / spec.eval_every
 
 
 def _train_spec(plan: Benchmark, scenario: Scenario, learner: str, episodes: int) -> Any:
     from experiments.train import TrainSpec
 
     return TrainSpec(algo=learner, episodes=episodes,
-                     eval_every=1 if plan.smoke else 5,
-                     simulation=_options(plan, scenario.name))
+                     eval_every=1 if plan.smoke else 5, eval_seeds=plan.tuning_seeds,
+                     simulations=plan.simulations, simulation=_options(plan, scenario.name))
 
 
 def _evaluation(plan: Benchmark, scenario: Scenario,

@@ -7,8 +7,8 @@ delay), ``curves.csv`` (one row per update and one per episode),
 ``plots/learning_curve.png`` and ``log.txt``.
 
 Training episodes use SUMO seeds from :func:`training_seed`, evaluation
-episodes seed :attr:`TrainSpec.eval_seed`; neither overlaps the seeds
-``0..N-1`` that ``compare`` and ``evaluate`` use, so those are held out.
+episodes the seeds :attr:`TrainSpec.evaluation_seeds` (10000 on); neither overlaps
+the seeds ``0..N-1`` that ``compare`` and ``evaluate`` use, so those are held out.
 
 With :attr:`TrainSpec.simulations` at N, training runs in rounds of N episodes
 simulated at once (:mod:`simulator.vector`), the learner acting for all of them
@@ -85,6 +85,10 @@ class TrainSpec(Settings):
     """Episodes between greedy evaluations on :attr:`eval_seed` (and at the last episode)."""
     eval_seed: int = 10_000
     """SUMO seed of the evaluation episodes."""
+    eval_seeds: int | None = Field(default=None, ge=1, le=100)
+    """Episodes of each evaluation, on seeds ``eval_seed, eval_seed + 1, ...``; their mean
+    delay selects ``best.pt`` (one checkpoint chosen on one draw of traffic may be one
+    that jams on the next). ``None`` and 1 are one seed (and so hashed, as before)."""
     normalize: bool = False
     """Normalise observations by running mean and std (:mod:`agents.normalize`),
     kept with the policy in its checkpoint."""
@@ -103,7 +107,7 @@ class TrainSpec(Settings):
     see :func:`with_simulations`). ``None`` and 1 are one at a time, the way runs were
     trained before the setting existed (and so hashed: ``None`` stays out of a run's hash)."""
 
-    @field_validator("simulations", mode="after")
+    @field_validator("simulations", "eval_seeds", mode="after")
     @classmethod
     def _one_is_none(cls, value: int | None) -> int | None:
         return None if value == 1 else value
@@ -156,6 +160,11 @@ class TrainSpec(Settings):
     def simulation_count(self) -> int:
         """How many training episodes are simulated at once."""
         return self.simulations or 1
+
+    @property
+    def evaluation_seeds(self) -> list[int]:
+        """The SUMO seeds of each evaluation (tuning seeds: never held out, never trained on)."""
+        return list(range(self.eval_seed, self.eval_seed + (self.eval_seeds or 1)))
 
     @property
     def observation_fn(self) -> ObservationFunction:
@@ -337,7 +346,7 @@ class Trainer:
                                              learn=True)
         eval_delay = float("nan")
         if any((e + 1) % spec.eval_every == 0 or e + 1 == spec.episodes for e in episodes):
-            eval_delay = self.run_round([spec.eval_seed], learn=False)[1][0]["mean_delay_s"]
+            eval_delay = self.evaluate()
         self.episode = episodes.stop
         self.wall += time.perf_counter() - started
         rows: list[dict[str, Any]] = [{"kind": "update", "episode": first, **log} for log in logs]
@@ -348,6 +357,13 @@ class Trainer:
                          "mean_delay_s": k["mean_delay_s"], **shared,
                          "eval_delay_s": eval_delay if e == episodes[-1] else float("nan")})
         return rows
+
+    def evaluate(self) -> float:
+        """Mean delay of greedy episodes on the evaluation seeds, several at once."""
+        seeds, n = self.spec.evaluation_seeds, self.spec.simulation_count
+        delays = [k["mean_delay_s"] for first in range(0, len(seeds), n)
+                  for k in self.run_round(seeds[first:first + n], learn=False)[1]]
+        return float(np.mean(delays))
 
     # ---------------------------------------------------------- checkpoints
     def _rng_state(self) -> dict[str, Any]:

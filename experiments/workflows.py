@@ -243,11 +243,13 @@ def training_spec(
     cleaning: str, normalize: bool, federated: bool, episodes: int | None,
     local_episodes: int | None, rounds: int | None, proximal: float | None,
     demand: str = "fixed", protocol: str = "greenphase", network: str | None = None,
+    eval_seeds: int = 1,
 ) -> TrainSpec:
     """The training spec ``train``'s options give; a ``grad_clip`` of 0 turns clipping off.
 
-    Training episodes run SUMO seeds from 100000 and its evaluations seed 10000, so under
-    ``resample`` they draw demand that held-out evaluation (seeds below 10000) never sees.
+    Training episodes run SUMO seeds from 100000 and its evaluations seeds 10000 on
+    (``eval_seeds`` of them), so under ``resample`` they draw demand that held-out
+    evaluation (seeds below 10000) never sees.
 
     Raises:
         BadInput: A bad sensor, ``--demand``, ``--protocol``, ``--hidden`` or federated
@@ -268,7 +270,7 @@ def training_spec(
         hidden=int_list(hidden, "--hidden"), eval_every=eval_every, optim=optim,
         simulation=simulation_options(protocol, network, faults=str(fault_config),
                                       cleaning=cleaning, demand=demand_option(demand, "fixed")),
-        normalize=normalize,
+        normalize=normalize, eval_seeds=eval_seeds,
         **federated_settings(federated, episodes, local_episodes, rounds, proximal),
     )
 

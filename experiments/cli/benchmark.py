@@ -40,6 +40,8 @@ def benchmark(
     backend: BackendOpt = Backend["local"],
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
+    simulations: Annotated[int, typer.Option(
+        min=0, help="Training episodes simulated at once (0: one per core, at most 8).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the benchmark in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the benchmark in --out.")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.")] = Path(
@@ -55,7 +57,8 @@ def benchmark(
             suite=suite, networks=controller_names(networks) if networks else (), folder=out,
             protocol=protocol.value, budget_min=budget_min, seeds=seeds, trials=trials,
             learners=controller_names(learners), smoke=smoke, workers=workers,
-            backend=backend.value, address=address, resume=resume, overwrite=overwrite)
+            backend=backend.value, address=address, resume=resume, overwrite=overwrite,
+            simulations=simulations)
         doc = run_benchmark(plan, on_stage=_stage_note)
     if json_out:
         typer.echo(json.dumps(doc))

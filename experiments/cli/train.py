@@ -72,6 +72,10 @@ def train(
         Reward, typer.Option(help="What the policy is rewarded for.")
     ] = Reward["delay"],
     eval_every: Annotated[int, typer.Option(help="Episodes between evaluations.")] = 5,
+    eval_seeds: Annotated[
+        int, typer.Option(min=1, max=100, help="Seeds of each evaluation (10000 on); their "
+                                               "mean delay selects the best checkpoint.")
+    ] = 1,
     faults: FaultsOpt = "",
     cleaning: CleaningOpt = Cleaning["none"],
     demand: DemandOpt = "fixed",
@@ -121,7 +125,7 @@ def train(
             eval_every=eval_every, faults=faults, cleaning=cleaning.value, normalize=normalize,
             federated=federated, episodes=episodes, local_episodes=local_episodes,
             rounds=rounds, proximal=proximal, demand=demand, protocol=protocol.value,
-            network=scenario.name), simulations)
+            network=scenario.name, eval_seeds=eval_seeds), simulations)
         check_policy(spec.hidden, allow_large=bool(where.allow_large))
         with TrainBar(f"train {scenario.name} {spec.algo}", spec.episodes) as bar:
             result = run_train(spec, scenario, run, resume=resume, overwrite=overwrite,

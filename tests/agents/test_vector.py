@@ -230,6 +230,33 @@ def test_ppo_learns_from_every_simulation(tiny: Scenario, tmp_path: Path) -> Non
     assert episodes["eval_delay_s"].notna().tolist() == [False, False, True]
 
 
+def test_an_evaluation_is_the_mean_over_its_seeds_run_as_many_at_once_as_simulations(
+    tiny: Scenario, tmp_path: Path
+) -> None:
+    from agents import checkpoint
+    from experiments.results import plain
+    from experiments.train import Trainer
+
+    spec = dqn_spec(episodes=2, eval_every=2, eval_seeds=3)
+    assert spec.evaluation_seeds == [10_000, 10_001, 10_002]
+    result = train(spec, tiny, tmp_path / "three")
+    # the one evaluation scored best.pt: replay its policy greedily on each seed alone
+    trainer = Trainer(spec.replace(simulations=None), tiny, tmp_path / "replay")
+    try:
+        trainer.net.load_state_dict(
+            checkpoint.load(result.run / "checkpoints" / "best.pt")["policy"]["net"])
+        alone = [trainer.run_round([s], learn=False)[1][0]["mean_delay_s"]
+                 for s in spec.evaluation_seeds]
+    finally:
+        trainer.close()
+    assert len(set(alone)) == 3  # three draws of traffic, not one three times
+    assert result.best_eval_delay_s == pytest.approx(float(np.mean(alone)))
+    assert "eval_seeds = 3" in (result.run / "spec.toml").read_text()
+    # one seed is the default and hashes as before: the setting stays out of a run's identity
+    assert TrainSpec(eval_seeds=1) == TrainSpec()
+    assert "eval_seeds" not in plain(TrainSpec()) and plain(spec)["eval_seeds"] == 3
+
+
 def test_training_seeds_are_distinct_across_simulations_and_runs() -> None:
     seeds = {training_seed(TrainSpec(seed=s), e) for s in range(3) for e in range(50)}
     assert len(seeds) == 150 and min(seeds) >= 100_000
@@ -245,12 +272,15 @@ def test_train_command_takes_simulations(tiny: Scenario, tmp_path: Path) -> None
     args = ["train", "--net", str(tiny.net_file), "--routes", str(tiny.route_files[0]),
             "--end", "120", "--hidden", "8", "--episodes", "2"]
     run = tmp_path / "run"
-    result = runner.invoke(app, [*args, "--simulations", "2", "--out", str(run)])
+    result = runner.invoke(app, [*args, "--simulations", "2", "--eval-seeds", "2",
+                                 "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "trained 2 episodes" in result.stdout
     assert "simulations = 2" in (run / "spec.toml").read_text()
+    assert "eval_seeds = 2" in (run / "spec.toml").read_text()
     assert list(curves(run).query("kind == 'episode'")["episode"]) == [0, 1]
     assert_bad_input(runner.invoke(app, [*args, "--simulations", "-1"]), "simulations")
+    assert_bad_input(runner.invoke(app, [*args, "--eval-seeds", "0"]), "eval-seeds")
     assert_bad_input(runner.invoke(app, [*args, "--federated", "--simulations", "2"]),
                      "simulations must be 1, got 2")
 

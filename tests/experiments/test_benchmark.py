@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from experiments.benchmark import TUNED, UNTUNED
 from experiments.cli import app
 from experiments.leaderboard import RESCO
+from experiments.train import TrainResult, default_simulations
 from tests.conftest import assert_bad_input
 
 runner = CliRunner()
@@ -33,6 +34,11 @@ def test_every_stage_runs_and_the_leaderboard_has_every_controller(bench_dir: Pa
     assert set(stages) == {*(f"tune-{c}" for c in TUNED), "dqn", "eval"}
     assert all(stage["wall_s"] >= 0 for stage in stages.values())
     assert 2 <= stages["dqn"]["episodes"] <= 4 and stages["dqn"]["calibration_s_per_episode"] > 0
+    # one simulation per core; checkpoints scored on the tuning seeds (one under --smoke)
+    assert stages["dqn"]["simulations"] == default_simulations()
+    assert stages["dqn"]["tuning_seeds"] == 1
+    spec = (bench_dir / "grid-1x1" / "dqn" / "spec.toml").read_text()
+    assert f"simulations = {default_simulations()}\n" in spec
     for controller in TUNED:
         assert (bench_dir / "grid-1x1" / f"tune-{controller}" / "params.toml").is_file()
     board = pd.read_csv(bench_dir / "leaderboard.csv")
@@ -74,6 +80,37 @@ def test_overwrite_clears_what_a_benchmark_wrote_and_nothing_else(
     assert read_state(plan.folder) == {}  # every stage runs again
     assert sorted(p.name for p in copy.iterdir()) == ["grid-1x1", "notes.txt"]
     assert [p.name for p in (copy / "grid-1x1").iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize(("simulations", "calls", "seconds"), [
+    # one at a time: 2 training episodes and 2 evaluation episodes, 2.5 s each (10 s);
+    # a run's episode costs one, and 2 evaluation episodes come every fifth episode
+    (1, (2, 1, 2), 2.5 + 2 * 2.5 / 5),
+    # two at once: a round of both training episodes, one of both evaluation seeds (5 s each)
+    (2, (2, 2, 2), 5.0 / 2 + 5.0 / 5),
+    # four at once: a round of four training episodes, then one of the two seeds
+    (4, (4, 4, 2), 5.0 / 4 + 5.0 / 5),
+])
+def test_the_calibration_times_rounds_of_simulations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simulations: int,
+        calls: tuple[int, int, int], seconds: float) -> None:
+    import experiments.train
+    from experiments.benchmark import _seconds_per_episode, plan_benchmark
+
+    seen = []
+
+    def timed(spec, scenario, run, **_):  # noqa: ANN001, ANN202
+        seen.append((spec.episodes, spec.simulation_count, len(spec.evaluation_seeds)))
+        assert spec.eval_every == spec.episodes  # one evaluation, at the end
+        return TrainResult(run, spec.episodes, 1.0, 10.0)
+
+    monkeypatch.setattr(experiments.train, "train", timed)
+    plan = plan_benchmark(networks=["grid-1x1"], folder=tmp_path / "b",
+                          simulations=simulations)
+    per_episode = _seconds_per_episode(plan, plan.scenario("grid-1x1"), "dqn",
+                                       tmp_path / "b" / "grid-1x1" / "dqn")
+    assert seen == [calls]
+    assert per_episode == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(("args", "words"), [
