@@ -57,8 +57,14 @@ RESCO_SOURCE = (
 
 _COLUMNS = ["network", "controller", "name", "seeds", "mean_delay_s", "ci95_delay_s",
             "delay_vs_fixed_pct", "seeds_below_tuned_max_pressure", "train_episodes",
-            "train_wall_s", "resco_fixed_s",
+            "train_simulations", "train_wall_s", "resco_fixed_s",
             "resco_max_pressure_s", "resco_best_learned_s", "resco_best_method"]
+
+
+def _at_once(learned: Any) -> str:
+    """`` (2 at once)`` where training simulated several episodes at a time."""
+    n = int(learned["train_simulations"] or 1)
+    return f" ({n} at once)" if n > 1 else ""
 
 
 def display_name(controller: str, learner: str) -> str:
@@ -92,6 +98,8 @@ def leaderboard(plan: Benchmark, state: dict[str, dict[str, Any]]) -> pd.DataFra
                 "seeds_below_tuned_max_pressure":
                     _paired_wins(runs, row["controller"]) if is_learned else None,
                 "train_episodes": trained.get("episodes") if is_learned else None,
+                # stages recorded before the count was, trained one simulation at a time
+                "train_simulations": trained.get("simulations", 1) if is_learned else None,
                 "train_wall_s": trained.get("train_wall_s") if is_learned else None,
                 "resco_fixed_s": published.fixed if published else None,
                 "resco_max_pressure_s": published.max_pressure if published else None,
@@ -143,7 +151,8 @@ def _headline(board: pd.DataFrame, learner_names: set[str]) -> list[str]:
             f" | **{_cell(learned['mean_delay_s'], learned['ci95_delay_s'])}** "
             f"({learned['controller']}) | {learned['delay_vs_fixed_pct']:+.1f}% | {gap:+.1f}% | "
             f"{int(learned['seeds_below_tuned_max_pressure'])}/{int(learned['seeds'])} | "
-            f"{int(learned['train_episodes'] or 0)} episodes, {learned['train_wall_s'] or 0:.0f} s"
+            f"{int(learned['train_episodes'] or 0)} episodes{_at_once(learned)}, "
+            f"{learned['train_wall_s'] or 0:.0f} s"
             f" | {_cell(fixed['resco_fixed_s'])} | {_cell(fixed['resco_max_pressure_s'])} | "
             + (f"{_cell(fixed['resco_best_learned_s'])} ({fixed['resco_best_method']}) |"
                if isinstance(fixed["resco_best_method"], str) else "— |"))

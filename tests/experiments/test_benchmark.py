@@ -47,9 +47,11 @@ def test_every_stage_runs_and_the_leaderboard_has_every_controller(bench_dir: Pa
     assert (board["seeds"] == 2).all() and (board["mean_delay_s"] > 0).all()
     learned = board[board["controller"] == "DQN"].iloc[0]
     assert learned["train_episodes"] == stages["dqn"]["episodes"]
+    assert learned["train_simulations"] == default_simulations()
     assert board["resco_best_learned_s"].isna().all()  # not a RESCO network
     text = (bench_dir / "leaderboard.md").read_text()
     assert "| grid-1x1 |" in text and "held-out" in text and "avg_timeLoss.py" in text
+    assert ("at once" in text) == (default_simulations() > 1)
     assert (bench_dir / "leaderboard.png").stat().st_size > 0
 
 
