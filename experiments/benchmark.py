@@ -5,11 +5,13 @@ For every network of a suite, three stages, each resumable on its own:
 1. **tune**: Webster, SUMO's actuated control and max-pressure searched on tuning demand
    (:func:`experiments.tune.tune`; ``NET/tune-CONTROLLER/params.toml``);
 2. **train**: the learned policies (DQN by default), each within the wall budget
-   (``NET/LEARNER``), one simulation per core: the number of episodes is chosen from
-   a short calibration run of the same trainer, so the schedules (exploration,
-   learning rate) run their whole course within the budget; the checkpoint kept is
-   the one with the lowest mean delay on the tuning seeds the baselines are searched
-   on (:data:`TUNING_SEEDS`);
+   (``NET/LEARNER``), one simulation per core: a short calibration run of the same
+   trainer times an episode, the schedules (exploration, learning rate) are planned
+   over the episodes it expects to fit, and training goes on at their final values
+   until the budget is spent (episodes run faster once the policy stops jamming the
+   network, so the calibration's estimate is low); the checkpoint kept is the one with
+   the lowest mean delay on the tuning seeds the baselines are searched on
+   (:data:`TUNING_SEEDS`);
 3. **evaluate**: every classic controller untuned and tuned, and the learned policy,
    on the held-out evaluation seeds with resampled demand (``NET/eval``). Where
    several learners were trained, the one reported is the one with the lowest delay
@@ -228,9 +230,12 @@ def _training(plan: Benchmark, scenario: Scenario, learner: str,
             shutil.rmtree(folder, ignore_errors=True)  # it never saved a checkpoint
             per_episode = _seconds_per_episode(plan, scenario, learner, folder)
             low, high = SMOKE_EPISODES if plan.smoke else EPISODE_BOUNDS
-            episodes = int(min(high, max(low, plan.budget_min * 60 // per_episode)))
+            planned = int(min(high, max(low, plan.budget_min * 60 // per_episode)))
             facts["calibration_s_per_episode"] = round(per_episode, 2)
-            done = train(_train_spec(plan, scenario, learner, episodes), scenario, folder)
+            facts["schedule_episodes"] = planned
+            spec = _train_spec(plan, scenario, learner, high).replace(
+                schedule_episodes=planned, budget_s=plan.budget_min * 60)
+            done = train(spec, scenario, folder)
         spec = resumed_spec(folder)
         return {**facts, "episodes": done.episodes, "train_wall_s": round(done.wall_s, 1),
                 "tuning_delay_s": round(done.best_eval_delay_s, 3),

@@ -64,7 +64,13 @@ class TrainSpec(Settings):
     algo: Annotated[str, AfterValidator(one_of(ALGOS))] = "dqn"
     """Learner: ``dqn`` or ``ppo``."""
     episodes: int = Field(default=100, ge=1)
-    """Training episodes, each over the scenario's whole horizon."""
+    """Training episodes over the scenario's whole horizon (the most, with a budget)."""
+    schedule_episodes: int | None = Field(default=None, ge=1)
+    """Episodes the schedules (exploration, learning rate) are planned over; later episodes
+    go on at their final values. ``None``: :attr:`episodes`."""
+    budget_s: float | None = Field(default=None, gt=0)
+    """Wall seconds of training (evaluations included): once they are spent and the planned
+    episodes done, no round starts (the last ends with an evaluation). ``None``: no limit."""
     seed: int = 0
     """Seed of the learner (torch, numpy, random) and of the training episodes' SUMO seeds."""
     observation: Annotated[str, AfterValidator(one_of(tuple(OBSERVATIONS)))] = "queue"
@@ -133,7 +139,10 @@ class TrainSpec(Settings):
         return tuple(value) if isinstance(value, list) else value  # TOML and checkpoints
 
     @model_validator(mode="after")
-    def _federated_fits(self) -> TrainSpec:
+    def _consistent(self) -> TrainSpec:
+        if self.planned_episodes > self.episodes:
+            raise ValueError(f"schedule_episodes ({self.schedule_episodes}) must not exceed "
+                             f"episodes ({self.episodes})")
         if self.federated is None:
             return self
         if self.algo != "dqn" or not self.shared:
@@ -162,6 +171,11 @@ class TrainSpec(Settings):
         return self.simulations or 1
 
     @property
+    def planned_episodes(self) -> int:
+        """The episodes the schedules run their course over."""
+        return self.schedule_episodes or self.episodes
+
+    @property
     def evaluation_seeds(self) -> list[int]:
         """The SUMO seeds of each evaluation (tuning seeds: never held out, never trained on)."""
         return list(range(self.eval_seed, self.eval_seed + (self.eval_seeds or 1)))
@@ -186,14 +200,12 @@ class TrainSpec(Settings):
 def training_seed(spec: TrainSpec, episode: int) -> int:
     """SUMO seed of training episode ``episode``: never one of 0..99_999.
 
-    Episodes are numbered across simulations (round ``r`` of N simulations runs
-    episodes ``r*N+i``), so every episode of every simulation has its own seed.
+    Episodes are numbered across simulations (round ``r`` of N runs ``r*N+i``).
     """
     return 100_000 * (spec.seed + 1) + episode
 
 
-MAX_DEFAULT_SIMULATIONS = 8
-"""The most simulations :func:`default_simulations` asks for."""
+MAX_DEFAULT_SIMULATIONS = 8  # the most simulations default_simulations() asks for
 
 
 def default_simulations() -> int:
@@ -231,15 +243,15 @@ class TrainResult:
 def make_learner(spec: TrainSpec, net: SignalNetwork, steps_per_episode: float,
                  rng: np.random.Generator) -> Learner:
     """The learner ``spec`` names for ``net``, its schedules planned over the whole run."""
-    total_steps = int(spec.episodes * steps_per_episode)
+    total_steps = int(spec.planned_episodes * steps_per_episode)
     if spec.federated is not None:
         return FederatedDQN(net, spec.federated, spec.dqn, spec.optim, total_steps, rng)
     if spec.algo == "dqn":
         return DQN(net, spec.dqn, spec.optim, total_steps, rng)
     # PPO updates after a round of episodes once episodes_per_update are in
     n, total, waiting = spec.simulation_count, 0, 0
-    for first in range(0, spec.episodes, n):
-        waiting += min(n, spec.episodes - first)
+    for first in range(0, spec.planned_episodes, n):
+        waiting += min(n, spec.planned_episodes - first)
         if waiting >= spec.ppo.episodes_per_update:
             samples = int(steps_per_episode * len(net.obs_dims) * waiting)
             total += spec.ppo.epochs * -(-samples // batch_size(spec.optim, samples))
@@ -336,17 +348,15 @@ class Trainer:
         return totals, [r.kpis for r in self.sims.results()], logs
 
     def train_round(self) -> list[dict[str, Any]]:
-        """The next round of training episodes, and an evaluation if one of them is due one.
-
-        Returns the round's ``curves.csv`` rows: its updates, then one row per episode.
-        """
+        """A round of training episodes (and an evaluation if due): its ``curves.csv`` rows."""
         spec, first, started = self.spec, self.episode, time.perf_counter()
         episodes = range(first, min(first + spec.simulation_count, spec.episodes))
         returns, kpis, logs = self.run_round([training_seed(spec, e) for e in episodes],
                                              learn=True)
-        eval_delay = float("nan")
-        if any((e + 1) % spec.eval_every == 0 or e + 1 == spec.episodes for e in episodes):
-            eval_delay = self.evaluate()
+        last = episodes.stop == spec.episodes or \
+            self.out_of_time(episodes.stop, time.perf_counter() - started)
+        due = last or any((e + 1) % spec.eval_every == 0 for e in episodes)
+        eval_delay = self.evaluate() if due else float("nan")
         self.episode = episodes.stop
         self.wall += time.perf_counter() - started
         rows: list[dict[str, Any]] = [{"kind": "update", "episode": first, **log} for log in logs]
@@ -357,6 +367,11 @@ class Trainer:
                          "mean_delay_s": k["mean_delay_s"], **shared,
                          "eval_delay_s": eval_delay if e == episodes[-1] else float("nan")})
         return rows
+
+    def out_of_time(self, episodes: int, running_s: float = 0.0) -> bool:
+        """Whether ``episodes`` done end the run by its budget (``running_s``: a round's so far)."""
+        budget, planned = self.spec.budget_s, self.spec.planned_episodes
+        return budget is not None and episodes >= planned and self.wall + running_s >= budget
 
     def evaluate(self) -> float:
         """Mean delay of greedy episodes on the evaluation seeds, several at once."""
@@ -447,7 +462,7 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
         curves = CurveLog(run / "curves.csv", resume_at=trainer.episode if resume else None)
         stopped = ""
         try:
-            while trainer.episode < spec.episodes:
+            while trainer.episode < spec.episodes and not trainer.out_of_time(trainer.episode):
                 first = trainer.episode
                 try:
                     rows = trainer.train_round()
@@ -470,6 +485,8 @@ def train(spec: TrainSpec, scenario: Scenario, run: Path, *, resume: bool = Fals
                f"{trainer.best:.2f} s, {trainer.wall:.1f} s\n")
         if stopped:
             log += stopped + "\n"
+        elif trainer.episode < spec.episodes:
+            log += f"the wall budget ({spec.budget_s:g} s) was spent: no round started after it\n"
         results.write_text(run / "log.txt", log)
         # what the deployed policy's detectors report, for `greenphase monitor` to compare with
         if reference:

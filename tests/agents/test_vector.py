@@ -257,6 +257,46 @@ def test_an_evaluation_is_the_mean_over_its_seeds_run_as_many_at_once_as_simulat
     assert "eval_seeds" not in plain(TrainSpec()) and plain(spec)["eval_seeds"] == 3
 
 
+def test_schedules_planned_over_fewer_episodes_run_them_first_then_hold(
+    tiny: Scenario, tmp_path: Path
+) -> None:
+    cosine = OptimConfig(batch_size=16, schedule="cosine", min_lr=1e-5)
+    planned = train(dqn_spec(episodes=2, optim=cosine), tiny, tmp_path / "two")
+    longer = train(dqn_spec(episodes=4, schedule_episodes=2, optim=cosine), tiny,
+                   tmp_path / "four")
+    a, b = curves(planned.run), curves(longer.run)
+    # the first round is the two-episode run's, to the last digit
+    pd.testing.assert_frame_equal(a, b[b["episode"] < 2].reset_index(drop=True))
+    # then the cosine schedule ends (its last updates were planned over the first
+    # learning steps too) and stays at its floor, where cosine would rise again
+    later = b[(b["episode"] >= 2) & (b["kind"] == "update")]["lr"]
+    assert later.is_monotonic_decreasing and later.iloc[0] < a["lr"].dropna().iloc[0]
+    floor = later.iloc[len(later) // 2:].tolist()
+    assert floor == pytest.approx([1e-5] * len(floor))
+    held = b[b["episode"] >= 2]["epsilon"].tolist()  # exploration held at its end too
+    assert held == pytest.approx([0.05] * len(held))
+    with pytest.raises(ValueError, match="schedule_episodes"):
+        dqn_spec(episodes=2, schedule_episodes=3)
+
+
+def test_a_wall_budget_ends_the_run_once_the_planned_episodes_are_done(
+    tiny: Scenario, tmp_path: Path
+) -> None:
+    # spent at once: the planned round runs, ends with an evaluation (none due), and stops
+    spent = train(dqn_spec(episodes=6, schedule_episodes=2, eval_every=5, budget_s=1e-6),
+                  tiny, tmp_path / "spent")
+    assert spent.episodes == 2 and not spent.stopped
+    episodes = curves(spent.run).query("kind == 'episode'")
+    assert episodes["eval_delay_s"].notna().tolist() == [False, True]
+    assert spent.best_eval_delay_s == episodes["eval_delay_s"].iloc[-1]
+    assert "wall budget" in (spent.run / "log.txt").read_text()
+    # never before the planned episodes; and time left runs them all
+    assert train(dqn_spec(episodes=6, schedule_episodes=4, budget_s=1e-6), tiny,
+                 tmp_path / "planned").episodes == 4
+    assert train(dqn_spec(episodes=4, schedule_episodes=2, budget_s=1e6), tiny,
+                 tmp_path / "time").episodes == 4
+
+
 def test_training_seeds_are_distinct_across_simulations_and_runs() -> None:
     seeds = {training_seed(TrainSpec(seed=s), e) for s in range(3) for e in range(50)}
     assert len(seeds) == 150 and min(seeds) >= 100_000

@@ -39,6 +39,9 @@ def test_every_stage_runs_and_the_leaderboard_has_every_controller(bench_dir: Pa
     assert stages["dqn"]["tuning_seeds"] == 1
     spec = (bench_dir / "grid-1x1" / "dqn" / "spec.toml").read_text()
     assert f"simulations = {default_simulations()}\n" in spec
+    # the schedules planned over what the calibration expects to fit, then the budget
+    assert f"schedule_episodes = {stages['dqn']['schedule_episodes']}\n" in spec
+    assert "budget_s = 1800.0\n" in spec and "episodes = 4\n" in spec
     for controller in TUNED:
         assert (bench_dir / "grid-1x1" / f"tune-{controller}" / "params.toml").is_file()
     board = pd.read_csv(bench_dir / "leaderboard.csv")
