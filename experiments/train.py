@@ -153,6 +153,8 @@ class TrainSpec(Settings):
         if self.simulation_count > 1:
             raise ValueError(f"federated training simulates one episode at a time: "
                              f"simulations must be 1, got {self.simulation_count}")
+        if self.budget_s is not None:  # it could stop between a round's averagings
+            raise ValueError("federated training runs its rounds whole: it takes no budget_s")
         if self.episodes % self.federated.local_episodes:
             raise ValueError(f"episodes ({self.episodes}) must be a multiple of "
                              f"local_episodes ({self.federated.local_episodes})")

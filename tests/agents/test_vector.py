@@ -295,6 +295,8 @@ def test_a_wall_budget_ends_the_run_once_the_planned_episodes_are_done(
                  tmp_path / "planned").episodes == 4
     assert train(dqn_spec(episodes=4, schedule_episodes=2, budget_s=1e6), tiny,
                  tmp_path / "time").episodes == 4
+    with pytest.raises(ConfigError, match="budget_s"):  # its rounds average whole
+        TrainSpec(federated=FederatedConfig(), episodes=2, budget_s=60.0)
 
 
 def test_training_seeds_are_distinct_across_simulations_and_runs() -> None:
