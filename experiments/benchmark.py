@@ -225,7 +225,8 @@ def _training(plan: Benchmark, scenario: Scenario, learner: str,
 
         facts: dict[str, Any] = {"learner": learner}
         if (folder / "checkpoints" / "last.pt").is_file():  # interrupted: go on exactly
-            done = train(resumed_spec(folder), scenario, folder, resume=True)
+            spec = resumed_spec(folder)
+            done = train(spec, scenario, folder, resume=True)
         else:
             shutil.rmtree(folder, ignore_errors=True)  # it never saved a checkpoint
             per_episode = _seconds_per_episode(plan, scenario, learner, folder)
@@ -236,7 +237,6 @@ def _training(plan: Benchmark, scenario: Scenario, learner: str,
             spec = _train_spec(plan, scenario, learner, high).replace(
                 schedule_episodes=planned, budget_s=plan.budget_min * 60)
             done = train(spec, scenario, folder)
-        spec = resumed_spec(folder)
         return {**facts, "episodes": done.episodes, "train_wall_s": round(done.wall_s, 1),
                 "tuning_delay_s": round(done.best_eval_delay_s, 3),
                 "simulations": spec.simulation_count, "tuning_seeds": len(spec.evaluation_seeds)}
