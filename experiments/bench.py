@@ -295,7 +295,7 @@ def _worker_main() -> None:
     os.close(devnull)
     sys.stdout = open(os.devnull, "w")  # lives as long as the worker
     try:
-        episode: Callable[[], float | None]
+        episode: Callable[[], dict[str, float] | None]
         if row in _BUILDERS:
             episode = _BUILDERS[row](scenario)
         else:  # a learning row of ``bench --train``
@@ -305,8 +305,7 @@ def _worker_main() -> None:
         started = time.perf_counter()
         measured = episode()
         reply: dict[str, Any] = {"wall_s": time.perf_counter() - started}
-        if measured is not None:  # a learning row's traffic: vehicles in the network
-            reply["vehicles"] = float(measured)
+        reply.update(measured or {})  # a learning row's traffic, and the CPU it took
     except Exception as err:  # reported to the parent, which raises
         reply = {"error": f"{type(err).__name__}: {err}"}
     answer.write(json.dumps(reply) + "\n")

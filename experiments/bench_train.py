@@ -37,12 +37,18 @@ Neither runs its network to act while every action is drawn at random.
 batches per step of all N.) SB3's rows need a network with one signal and
 stable-baselines3 installed (the ``bench`` extra); where either is missing they
 are left out with one line that says so.
+
+Each row also reports the CPU time the whole machine spent busy while it learned
+(:func:`busy_cpu_s`: every process of the row, its simulations included, and
+anything else running), which bounds the steps per second a row can reach on the
+machine's cores.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -107,12 +113,43 @@ def comparable_options(scenario: Scenario) -> SimulationOptions:
 
 
 # ------------------------------------------------------------------ in a worker
-def learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
+def busy_cpu_s() -> float | None:
+    """CPU seconds the machine has spent busy since it started (Linux), else None.
+
+    From ``/proc/stat``: every core's user, nice, system, irq, softirq and steal time;
+    idle and I/O wait left out.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(f) for f in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 8:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def learning_run(row: str, scenario: Scenario) -> Callable[[], dict[str, float]]:
     """Build a row's learner and environment; the callable learns (the part that is timed).
 
-    The callable returns the vehicles in or waiting to enter the network, on average over
-    the run (:func:`mean_vehicles`): how much traffic each step cost SUMO to move.
+    The callable returns ``vehicles``, those in or waiting to enter the network on average
+    over the run (:func:`mean_vehicles`: how much traffic each step cost SUMO to move), and,
+    where the machine says it, ``cpu_s``, its busy CPU seconds meanwhile (:func:`busy_cpu_s`).
     """
+    learn = _learning_run(row, scenario)
+
+    def measured() -> dict[str, float]:
+        before = busy_cpu_s()
+        out = {"vehicles": learn()}
+        after = busy_cpu_s()
+        if before is not None and after is not None:
+            out["cpu_s"] = after - before
+        return out
+
+    return measured
+
+
+def _learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
     import torch
 
     torch.set_num_threads(1)  # as greenphase trains: tiny networks lose on more threads
@@ -239,8 +276,10 @@ def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None
     Returns:
         ``{"network", "begin_s", "end_s", "decision_s", "steps", "repeats", "left_out",
         "rows"}``; each row ``{"name", "wall_s" (median), "walls_s", "steps_per_s",
-        "vehicles", "ratio_to_sb3_sumo_rl"}`` (the last None without that row; ``vehicles``
-        the mean over the repeats of :func:`mean_vehicles`). JSON-serialisable.
+        "vehicles", "cpu_s", "ratio_to_sb3_sumo_rl"}`` (the last None without that row;
+        ``vehicles`` the mean over the repeats of :func:`mean_vehicles`; ``cpu_s`` the
+        median of the machine's busy CPU seconds during each training, None where the
+        machine does not say). JSON-serialisable.
 
     Raises:
         ValueError: ``repeats`` is below 1.
@@ -257,11 +296,14 @@ def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None
     steps = decision_steps(scenario)
     walls: dict[str, list[float]] = {row: [] for row in rows}
     vehicles: dict[str, list[float]] = {row: [] for row in rows}
+    cpus: dict[str, list[float]] = {row: [] for row in rows}
     for r in range(repeats):
         for row in rows:
             reply = _run_in_worker(row, scenario)
             walls[row].append(float(reply["wall_s"]))
             vehicles[row].append(float(reply["vehicles"]))
+            if "cpu_s" in reply:
+                cpus[row].append(float(reply["cpu_s"]))
             if progress is not None:
                 progress(f"{scenario.name} repeat {r + 1}/{repeats}: {row} "
                          f"{steps / walls[row][-1]:.0f} steps/s, "
@@ -273,6 +315,7 @@ def bench_train(scenario: Scenario, *, repeats: int = 1, simulations: int | None
         "decision_s": DELTA_TIME, "steps": steps, "repeats": repeats, "left_out": notes,
         "rows": [{"name": row, "wall_s": statistics.median(walls[row]), "walls_s": walls[row],
                   "steps_per_s": rates[row], "vehicles": statistics.fmean(vehicles[row]),
+                  "cpu_s": statistics.median(cpus[row]) if cpus[row] else None,
                   "ratio_to_sb3_sumo_rl": rates[row] / reference if reference else None}
                  for row in rows],
     }
@@ -284,10 +327,12 @@ def format_train_table(result: dict[str, Any]) -> Table:
                          f"steps ({result['decision_s']} s each), median of "
                          f"{result['repeats']}"))
     for column in ("name", "wall s", "steps/s", "ratio to sb3-dqn:sumo-rl",
-                   "vehicles in network"):
+                   "vehicles in network", "busy CPU s", "cores busy"):
         table.add_column(column, justify="left" if column == "name" else "right")
     for row in result["rows"]:
-        ratio = row["ratio_to_sb3_sumo_rl"]
+        ratio, cpu = row["ratio_to_sb3_sumo_rl"], row["cpu_s"]
         table.add_row(row["name"], f"{row['wall_s']:.1f}", f"{row['steps_per_s']:.0f}",
-                      "" if ratio is None else f"{ratio:.2f}", f"{row['vehicles']:.0f}")
+                      "" if ratio is None else f"{ratio:.2f}", f"{row['vehicles']:.0f}",
+                      "" if cpu is None else f"{cpu:.1f}",
+                      "" if cpu is None else f"{cpu / row['wall_s']:.2f}")
     return table

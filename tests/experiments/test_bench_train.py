@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import time
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from experiments import bench_train
@@ -49,8 +51,32 @@ def test_bench_train_times_greenphase_without_sb3(grid1x1: Scenario,
         assert row["steps_per_s"] == pytest.approx(48 / row["wall_s"])
         assert row["ratio_to_sb3_sumo_rl"] is None
         assert row["vehicles"] > 0
+        assert row["cpu_s"] > 0  # this machine's /proc/stat says it
     assert "stable-baselines3 is not installed" in result.stderr
     assert len(doc["left_out"]) == 1
+
+
+def test_busy_cpu_counts_the_work_done_meanwhile() -> None:
+    before = bench_train.busy_cpu_s()
+    if before is None:
+        pytest.skip("this machine has no /proc/stat")
+    spun = time.process_time() + 0.3
+    while time.process_time() < spun:  # 0.3 s of this process's own CPU time
+        pass
+    after = bench_train.busy_cpu_s()
+    assert after is not None and after - before >= 0.25  # 10 ms ticks; others only add
+
+
+def test_the_table_leaves_cpu_blank_where_the_machine_does_not_say() -> None:
+    row = {"name": "greenphase-dqn:1", "wall_s": 2.0, "steps_per_s": 24.0, "vehicles": 5.0,
+           "ratio_to_sb3_sumo_rl": None}
+    result = {"network": "x", "steps": 48, "decision_s": 5, "repeats": 1,
+              "rows": [{**row, "cpu_s": 3.0}, {**row, "name": "greenphase-dqn:2", "cpu_s": None}]}
+    console = Console(width=200, record=True)
+    console.print(bench_train.format_train_table(result))
+    lines = [line for line in console.export_text().splitlines() if "greenphase-dqn" in line]
+    cells = [[cell.strip() for cell in line.split("│")[-3:-1]] for line in lines]
+    assert cells == [["3.0", "1.50"], ["", ""]]  # busy CPU s, cores busy
 
 
 def test_bench_train_refuses_bad_input_in_one_line() -> None:
