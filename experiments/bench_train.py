@@ -5,9 +5,15 @@
 episodes' worth of decision steps per row:
 
 - ``sb3-dqn:sumo-rl``: Stable-Baselines3's DQN on sumo-rl's ``SumoEnvironment``
-  (single agent, its default observation and reward);
+  (its default observation and reward): single agent on a network with one
+  signal; on a network with several, sumo-rl's multi-agent env with every signal
+  one environment of an SB3 ``VecEnv``
+  (:class:`experiments.bench_sb3.SharedSignals`), so that one
+  DQN with one set of weights decides for all of them, as greenphase's shared
+  network does (every signal's spaces must then be alike);
 - ``sb3-dqn:greenphase``: the same DQN on greenphase's Gymnasium env
-  (:class:`~simulator.env.TrafficSignalEnv`, its default observation and reward);
+  (:class:`~simulator.env.TrafficSignalEnv`, its default observation and reward;
+  one signal only);
 - ``greenphase-dqn:1`` and ``greenphase-dqn:N``: greenphase's own trainer
   (:class:`experiments.train.Trainer`) with one simulation, and with one per
   core (:func:`experiments.train.default_simulations`), evaluation and
@@ -34,9 +40,13 @@ greenphase's defaults but for the exploration: Adam at 1e-3, batches of 64, a
 step, a target copy every 500, gradients clipped at 10, one torch thread.
 Neither runs its network to act while every action is drawn at random.
 (greenphase's is double DQN; with N simulations it makes one update of N
-batches per step of all N.) SB3's rows need a network with one signal and
-stable-baselines3 installed (the ``bench`` extra); where either is missing they
-are left out with one line that says so.
+batches per step of all N.) SB3's rows need stable-baselines3 installed (the
+``bench`` extra), and its row on greenphase's env a network with one signal;
+where either is missing they are left out with one line that says so. With
+several signals SB3's DQN counts a transition per signal as a time step, as it
+counts one per environment of a ``VecEnv``: it learns over the same decision
+steps times the signals, makes one update per decision step as greenphase's
+does, and copies its target network every 500 transitions.
 
 Each row also reports the CPU time the whole machine spent busy while it learned
 (:func:`busy_cpu_s`: every process of the row, its simulations included, and
@@ -83,8 +93,10 @@ def train_rows(scenario: Scenario, simulations: int) -> tuple[list[str], list[st
         notes.append("stable-baselines3 is not installed (pip install 'greenphase[bench]'): "
                      "its rows are left out")
     elif len(scenario.net.tls_ids) != 1:
-        notes.append(f"SB3's DQN drives one signal and {scenario.name} has "
-                     f"{len(scenario.net.tls_ids)}: its rows are left out")
+        rows.append(SB3_ROWS[0])
+        notes.append(f"SB3's DQN on greenphase's Gymnasium env drives one signal and "
+                     f"{scenario.name} has {len(scenario.net.tls_ids)}: that row is left out "
+                     f"(on sumo-rl's env one DQN decides for every signal)")
     else:
         rows += SB3_ROWS
     rows += [f"{GREENPHASE_ROW}:{n}" for n in sorted({1, simulations})]
@@ -159,8 +171,14 @@ def _learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
         raise ValueError(f"unknown row {row!r}")
     from stable_baselines3 import DQN
 
-    if row == "sb3-dqn:sumo-rl":
-        env: Any = _PolledTraffic(sumo_rl_env(scenario, single_agent=True))
+    steps = decision_steps(scenario)
+    if row == "sb3-dqn:sumo-rl" and len(scenario.net.tls_ids) > 1:
+        from experiments.bench_sb3 import SharedSignals
+
+        env: Any = SharedSignals(sumo_rl_env(scenario))
+        steps *= env.num_envs  # SB3 counts a time step per signal
+    elif row == "sb3-dqn:sumo-rl":
+        env = _PolledTraffic(sumo_rl_env(scenario, single_agent=True))
     else:
         from simulator.env import TrafficSignalEnv
 
@@ -172,7 +190,6 @@ def _learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
         exploration_fraction=0.3, exploration_initial_eps=EPSILON, exploration_final_eps=EPSILON,
         max_grad_norm=10.0, policy_kwargs={"net_arch": [64, 64]}, seed=SEED, device="cpu",
     )
-    steps = decision_steps(scenario)
 
     def learn() -> float:
         model.learn(total_timesteps=steps)

@@ -22,9 +22,11 @@ runner = CliRunner()
 def test_rows_and_the_lines_for_rows_left_out(grid1x1: Scenario, grid2x2_short: Scenario,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     rows, notes = bench_train.train_rows(grid2x2_short, 2)
-    assert rows == ["greenphase-dqn:1", "greenphase-dqn:2"]
     if importlib.util.find_spec("stable_baselines3") is not None:
-        assert notes == ["SB3's DQN drives one signal and grid-2x2 has 4: its rows are left out"]
+        assert rows == ["sb3-dqn:sumo-rl", "greenphase-dqn:1", "greenphase-dqn:2"]
+        assert notes == ["SB3's DQN on greenphase's Gymnasium env drives one signal and "
+                         "grid-2x2 has 4: that row is left out (on sumo-rl's env one DQN "
+                         "decides for every signal)"]
         rows, notes = bench_train.train_rows(grid1x1, 1)
         assert rows == ["sb3-dqn:sumo-rl", "sb3-dqn:greenphase", "greenphase-dqn:1"]
         assert notes == []
@@ -54,6 +56,20 @@ def test_bench_train_times_greenphase_without_sb3(grid1x1: Scenario,
         assert row["cpu_s"] > 0  # this machine's /proc/stat says it
     assert "stable-baselines3 is not installed" in result.stderr
     assert len(doc["left_out"]) == 1
+
+
+@pytest.mark.slow
+def test_sb3_learns_on_every_signal_of_sumo_rls_env_over_the_same_decision_steps(
+        grid2x2_short: Scenario) -> None:
+    pytest.importorskip("stable_baselines3")
+    result = bench_train.bench_train(grid2x2_short, simulations=1)
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["sb3-dqn:sumo-rl", "greenphase-dqn:1"]
+    assert result["steps"] == 4 * 60 and len(result["left_out"]) == 1
+    sb3 = rows["sb3-dqn:sumo-rl"]
+    assert sb3["ratio_to_sb3_sumo_rl"] == 1.0 and sb3["vehicles"] > 0
+    assert rows["greenphase-dqn:1"]["ratio_to_sb3_sumo_rl"] == pytest.approx(
+        sb3["wall_s"] / rows["greenphase-dqn:1"]["wall_s"])
 
 
 def test_busy_cpu_counts_the_work_done_meanwhile() -> None:
