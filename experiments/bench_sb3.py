@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from experiments.bench_train import UNLIKE_SIGNALS
+
 
 class SharedSignals(VecEnv):
     """sumo-rl's multi-agent env as an SB3 ``VecEnv`` with one environment per signal.
@@ -32,8 +34,7 @@ class SharedSignals(VecEnv):
         actions = [env.action_spaces(ts) for ts in self.ids]
         if any(o != observations[0] for o in observations) or \
                 any(a != actions[0] for a in actions):
-            raise ValueError("SB3's DQN shares one network among the signals only where "
-                             "their observations and actions are alike")
+            raise ValueError(UNLIKE_SIGNALS)
         self.render_mode = None
         self.counts: list[int] = []
         self._actions: np.ndarray | None = None

@@ -66,7 +66,7 @@ def test_every_signal_is_one_environment_and_episodes_restart_at_the_horizon() -
 
 
 def test_signals_unlike_each_other_are_refused() -> None:
-    with pytest.raises(ValueError, match="alike"):
+    with pytest.raises(ValueError, match="unlike observations or actions"):
         SharedSignals(FakeSumoRL(phases=(2, 3)))
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from experiments import bench_train
+from experiments.bench import BenchError
 from experiments.cli import app
 from experiments.train import default_simulations
 from networks import Scenario
@@ -70,6 +71,35 @@ def test_sb3_learns_on_every_signal_of_sumo_rls_env_over_the_same_decision_steps
     assert sb3["ratio_to_sb3_sumo_rl"] == 1.0 and sb3["vehicles"] > 0
     assert rows["greenphase-dqn:1"]["ratio_to_sb3_sumo_rl"] == pytest.approx(
         sb3["wall_s"] / rows["greenphase-dqn:1"]["wall_s"])
+
+
+def test_sb3s_row_is_left_out_where_the_signals_are_unlike(grid2x2_short: Scenario,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+
+    def worker(row: str, scenario: Scenario) -> dict[str, float]:
+        ran.append(row)
+        if row == "sb3-dqn:sumo-rl":
+            raise BenchError(f"row {row!r}: ValueError: {bench_train.UNLIKE_SIGNALS}")
+        return {"wall_s": 2.0, "vehicles": 9.0, "cpu_s": 3.0}
+
+    monkeypatch.setattr(bench_train, "_run_in_worker", worker)
+    monkeypatch.setattr(bench_train, "train_rows",
+                        lambda scenario, n: (["sb3-dqn:sumo-rl", "greenphase-dqn:1"], []))
+    lines: list[str] = []
+    result = bench_train.bench_train(grid2x2_short, repeats=2, simulations=1,
+                                     progress=lines.append)
+    assert ran == ["sb3-dqn:sumo-rl", "greenphase-dqn:1", "greenphase-dqn:1"]
+    assert [row["name"] for row in result["rows"]] == ["greenphase-dqn:1"]
+    assert result["rows"][0]["ratio_to_sb3_sumo_rl"] is None
+    assert result["left_out"] == [lines[0]] and "its row is left out" in lines[0]
+
+    def broken(row: str, scenario: Scenario) -> dict[str, float]:
+        raise BenchError(f"row {row!r}: the worker failed (exit status 1): boom")
+
+    monkeypatch.setattr(bench_train, "_run_in_worker", broken)
+    with pytest.raises(BenchError, match="boom"):  # any other failure still fails the bench
+        bench_train.bench_train(grid2x2_short, simulations=1)
 
 
 def test_busy_cpu_counts_the_work_done_meanwhile() -> None:
