@@ -31,6 +31,8 @@ def test_rows_and_the_lines_for_rows_left_out(grid1x1: Scenario, grid2x2_short: 
         rows, notes = bench_train.train_rows(grid1x1, 1)
         assert rows == ["sb3-dqn:sumo-rl", "sb3-dqn:greenphase", "greenphase-dqn:1"]
         assert notes == []
+    else:
+        assert rows == ["greenphase-dqn:1", "greenphase-dqn:2"]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     rows, notes = bench_train.train_rows(grid1x1, 3)
     assert rows == ["greenphase-dqn:1", "greenphase-dqn:3"]
