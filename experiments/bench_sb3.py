@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from experiments.bench_train import UNLIKE_SIGNALS
+from experiments.bench_train import UNLIKE_SIGNALS, vehicles_on
 
 
 class SharedSignals(VecEnv):
@@ -56,8 +56,7 @@ class SharedSignals(VecEnv):
         assert self._actions is not None
         chosen = {ts: int(a) for ts, a in zip(self.ids, self._actions, strict=True)}
         observations, rewards, dones, _ = self.env.step(chosen)
-        sumo: Any = self.env.sumo
-        self.counts.append(sumo.vehicle.getIDCount() + len(sumo.simulation.getPendingVehicles()))
+        self.counts.append(vehicles_on(self.env.sumo))
         obs = self._stack(observations)
         reward = np.array([rewards[ts] for ts in self.ids], dtype=np.float32)
         infos: list[dict[str, Any]] = [{} for _ in self.ids]

@@ -208,11 +208,16 @@ def _learning_run(row: str, scenario: Scenario) -> Callable[[], float]:
     return learn
 
 
-class _PolledTraffic(gym.Wrapper):  # type: ignore[type-arg]
-    """sumo-rl's env, counting after every step the vehicles in or waiting to enter the network.
+def vehicles_on(sumo: Any) -> int:
+    """Vehicles in or waiting to enter the network now, from sumo-rl's libsumo connection.
 
-    Two libsumo calls a step (a few microseconds against a step's milliseconds).
+    Two libsumo calls (a few microseconds against a step's milliseconds).
     """
+    return int(sumo.vehicle.getIDCount()) + len(sumo.simulation.getPendingVehicles())
+
+
+class _PolledTraffic(gym.Wrapper):  # type: ignore[type-arg]
+    """sumo-rl's env, counting after every step the vehicles in or waiting to enter the network."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
@@ -221,7 +226,7 @@ class _PolledTraffic(gym.Wrapper):  # type: ignore[type-arg]
     def step(self, action: Any) -> Any:
         out = self.env.step(action)
         sumo: Any = getattr(self.env.unwrapped, "sumo")  # noqa: B009 - sumo-rl's connection
-        self.counts.append(sumo.vehicle.getIDCount() + len(sumo.simulation.getPendingVehicles()))
+        self.counts.append(vehicles_on(sumo))
         return out
 
     def vehicles(self) -> float:
