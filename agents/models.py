@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -66,6 +67,7 @@ class SignalNetwork(nn.Module):
         for i, n in enumerate(self.num_phases):
             mask[i, :n] = True
         self.register_buffer("valid", mask)
+        self._every_phase_valid = all(n == self.max_phases for n in self.num_phases)
 
     def forward(self, obs: torch.Tensor, agent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores per phase (masked) and, for actor-critic, the state value (else zeros).
@@ -82,8 +84,11 @@ class SignalNetwork(nn.Module):
                 rows = agent == i
                 if rows.any():
                     out[rows] = body(obs[rows])
-        valid: torch.Tensor = self.valid  # type: ignore[assignment]  # a registered buffer
-        scores = out[:, : self.max_phases].masked_fill(~valid[agent], MASKED)
+        if self._every_phase_valid:  # nothing to mask
+            scores = out[:, : self.max_phases]
+        else:
+            valid: torch.Tensor = self.valid  # type: ignore[assignment]  # a registered buffer
+            scores = out[:, : self.max_phases].masked_fill(~valid[agent], MASKED)
         value = out[:, -1] if self.kind == "actor-critic" else out.new_zeros(out.shape[0])
         return scores, value
 
@@ -94,8 +99,8 @@ class SignalNetwork(nn.Module):
 
 def pad(observations: Sequence[torch.Tensor] | Sequence, size: int) -> torch.Tensor:
     """Stack per-intersection observation vectors, zero-padded to ``size``."""
-    out = torch.zeros(len(observations), size)
+    out = np.zeros((len(observations), size), dtype=np.float32)
     for i, obs in enumerate(observations):
-        vec = torch.as_tensor(obs, dtype=torch.float32)
+        vec = np.asarray(obs, dtype=np.float32)
         out[i, : vec.shape[0]] = vec
-    return out
+    return torch.from_numpy(out)

@@ -241,6 +241,7 @@ class GradientStepper:
         self._l1_params = [p for p in self._params if p.ndim >= 2]
         self.optimizer = make_optimizer(self._params, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, total_updates)
+        self._constant = cfg.schedule == "constant"
         self._updates = 0
         self._scheduled = 0  # schedule steps taken: one per update slot (see step())
         self._recent: deque[float] = deque(maxlen=LOSS_WINDOW)
@@ -276,9 +277,8 @@ class GradientStepper:
 
         self.optimizer.zero_grad(set_to_none=True)
         penalty = self._l1_penalty()
-        (loss + penalty).backward()
-        max_norm = math.inf if self.cfg.grad_clip is None else self.cfg.grad_clip
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
+        (loss if penalty is None else loss + penalty).backward()
+        grad_norm = self._clip_gradients()
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise DivergenceError(
@@ -289,14 +289,15 @@ class GradientStepper:
         self.optimizer.step()
         for _ in range(slots):
             if self._scheduled < self.total_updates:
-                self.scheduler.step()
+                if not self._constant:  # a constant schedule's step changes nothing
+                    self.scheduler.step()
                 self._scheduled += 1
         self._updates += 1
         self._recent.append(abs(value))
         return {
             "lr": lr,
             "loss": value,
-            "l1_penalty": float(penalty.detach()),
+            "l1_penalty": 0.0 if penalty is None else float(penalty.detach()),
             "grad_norm": grad_norm,
         }
 
@@ -312,10 +313,29 @@ class GradientStepper:
                 f"({self.cfg.explode_factor:g} x the recent median): exploding"
             )
 
-    def _l1_penalty(self) -> torch.Tensor:
+    def _l1_penalty(self) -> torch.Tensor | None:
+        """The L1 term, or None where there is none (adding a zero would change nothing)."""
         if self.cfg.l1 == 0 or not self._l1_params:
-            return torch.zeros(())
+            return None
         return self.cfg.l1 * torch.stack([p.abs().sum() for p in self._l1_params]).sum()
+
+    def _clip_gradients(self) -> float:
+        """Scale the gradients to a global norm of at most ``grad_clip``; the norm before.
+
+        What :func:`torch.nn.utils.clip_grad_norm_` computes, to the last digit, for the
+        one device and dtype of a policy network, without its grouping of the tensors
+        by device (most of its cost on these small networks); and gradients within the
+        limit are left alone rather than multiplied by exactly one.
+        """
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if not grads:
+            return 0.0
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        if self.cfg.grad_clip is not None:
+            coef = self.cfg.grad_clip / (norm + 1e-6)
+            if float(coef) < 1.0:
+                torch._foreach_mul_(grads, coef)
+        return float(norm)
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, schedule, update count and recent losses; tensors and primitives only.

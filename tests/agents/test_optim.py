@@ -297,6 +297,30 @@ def test_grad_clip_caps_the_update(clip: float | None) -> None:
     assert step_norm == pytest.approx(100.0 if clip is None or clip == math.inf else 1.0, rel=1e-5)
 
 
+@pytest.mark.parametrize("clip", [None, 0.05, 1e3])
+def test_grad_clip_matches_torch_to_the_last_digit(clip: float | None) -> None:
+    """The stepper's clipping is clip_grad_norm_'s, below, at and above the limit."""
+    torch.manual_seed(3)
+    x, y = torch.randn(32, 5), torch.randn(32, 2)
+    ours, theirs = (torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(),
+                                        torch.nn.Linear(8, 2)) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    cfg = OptimConfig(optimizer="adam", lr=0.01, grad_clip=clip)
+    stepper = GradientStepper(ours, cfg, 10)
+    optimizer = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    for _ in range(3):
+        report = stepper.step(torch.nn.functional.mse_loss(ours(x), y))
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(theirs(x), y).backward()
+        norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(),
+                                              math.inf if clip is None else clip)
+        optimizer.step()
+        assert report["grad_norm"] == float(norm)
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    if clip == 0.05:
+        assert report["grad_norm"] > clip  # the limit was in force
+
+
 # --- divergence ---------------------------------------------------------------------------------
 
 
