@@ -112,7 +112,7 @@ def leaderboard(plan: Benchmark, state: dict[str, dict[str, Any]]) -> pd.DataFra
 def _paired_wins(runs: pd.DataFrame, controller: str) -> int:
     """On how many held-out seeds ``controller`` has a lower mean delay than tuned max-pressure.
 
-    The mean over five seeds can hide a policy that jams on one of them (or a baseline
+    The mean over the seeds can hide a policy that jams on one of them (or a baseline
     that does); the paired count says how often it wins on the same traffic.
     """
     ok = runs[runs["status"] == "ok"]
