@@ -71,6 +71,12 @@ def test_the_example_specs_load() -> None:
     # a classic controller does not train: one run per seed, whatever the training axes
     assert sum(u.controller == "max-pressure" for u in study.units) == 3
 
+    validation = load(SPECS / "ingolstadt21-validation.toml")
+    held_out = set(range(20))  # the benchmark's evaluation seeds, and its tuning seeds below
+    assert not {u.seed for u in validation.units} & (held_out | {10_000, 10_001})
+    # fixed timing joins the three as the reference
+    assert validation.base.demand.mode == "resample" and len(validation.units) == 4 * 10
+
 
 def test_a_sweep_crosses_the_grid_with_random_draws_and_expands_every_run(tmp_path: Path) -> None:
     plan = parse(SWEEP, tmp_path / "demo.toml")
