@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from experiments.benchmark import EVALUATION_SEEDS
 from experiments.cli.choices import Backend
 from experiments.cli.common import DEFAULT_PROTOCOL, JsonOpt, ProtocolOpt, note, user_errors
 from experiments.cli.specs import BackendOpt
@@ -30,7 +31,7 @@ def benchmark(
     budget_min: Annotated[float, typer.Option(
         "--budget-min", min=0.1, help="Wall minutes of training per learner and network.")] = 30.0,
     seeds: Annotated[int, typer.Option(
-        "--seeds", "-s", min=1, help="Held-out evaluation seeds 0..N-1.")] = 20,
+        "--seeds", "-s", min=1, help="Held-out evaluation seeds 0..N-1.")] = EVALUATION_SEEDS,
     trials: Annotated[int, typer.Option(min=1, help="Trials of each baseline's search.")] = 12,
     learners: Annotated[str, typer.Option(
         help="Learners to train, comma-separated (dqn, ppo); the one with the lower delay on "
