@@ -145,11 +145,11 @@ class ScenarioOptions:
         return self.scenario()
 
 
-def controller_names(text: str) -> list[str]:
-    """The names of a comma-separated ``--controllers``."""
+def controller_names(text: str, option: str = "--controllers") -> list[str]:
+    """The names of a comma-separated ``--controllers`` (or of ``option``, which takes names)."""
     names = split_names(text)
     if not names:
-        raise BadInput("--controllers is empty")
+        raise BadInput(f"{option} is empty")
     return names
 
 

@@ -25,8 +25,8 @@ def _stage_note(stage: Stage, event: str) -> None:
 
 def benchmark(
     suite: Annotated[str, typer.Option(help="The suite of networks: resco (its eight).")] = "resco",
-    networks: Annotated[str, typer.Option(
-        help="Only these networks, comma-separated (default: the suite's).")] = "",
+    networks: Annotated[str | None, typer.Option(
+        help="Only these networks, comma-separated (default: the suite's).")] = None,
     protocol: ProtocolOpt = DEFAULT_PROTOCOL,
     budget_min: Annotated[float, typer.Option(
         "--budget-min", min=0.1, help="Wall minutes of training per learner and network.")] = 30.0,
@@ -55,9 +55,10 @@ def benchmark(
 
     with user_errors(SweepError, BenchmarkError):
         plan = plan_benchmark(
-            suite=suite, networks=controller_names(networks) if networks else (), folder=out,
+            suite=suite, folder=out,
+            networks=() if networks is None else controller_names(networks, "--networks"),
             protocol=protocol.value, budget_min=budget_min, seeds=seeds, trials=trials,
-            learners=controller_names(learners), smoke=smoke, workers=workers,
+            learners=controller_names(learners, "--learners"), smoke=smoke, workers=workers,
             backend=backend.value, address=address, resume=resume, overwrite=overwrite,
             simulations=simulations)
         doc = run_benchmark(plan, on_stage=_stage_note)

@@ -122,6 +122,9 @@ def test_the_calibration_times_rounds_of_simulations(
     (["--suite", "nope"], ("--suite", "nope")),
     (["--learners", "sac"], ("--learners", "sac")),
     (["--networks", "atlantis"], ("atlantis",)),
+    (["--networks", ""], ("--networks", "empty")),  # not the whole suite
+    (["--networks", " , "], ("--networks", "empty")),
+    (["--learners", ","], ("--learners", "empty")),
     (["--protocol", "nope"], ("nope",)),
     (["--budget-min", "0"], ("--budget-min",)),
 ])
