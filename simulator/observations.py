@@ -104,6 +104,36 @@ class QueueObservation(ObservationFunction):
         return np.array(gather), phase_offsets, capacity, limit
 
 
+class QueueExitObservation(QueueObservation):
+    """:class:`QueueObservation`, then how full the lanes each green phase feeds are.
+
+    Per green phase, the mean over the movements it serves of the outgoing lane's
+    density (vehicles on its exit detector over what fits there), in [0, 1]: a queue
+    that waits on green because the road beyond is full (spillback) looks, in the queue
+    features alone, like one about to leave; this tells the two apart.
+    """
+
+    needs_exits = True
+
+    def space(self, view: SignalView) -> spaces.Box:
+        """Box of ``2 * phases + 1 + 3 * lanes`` values in [0, 1]."""
+        size = 2 * view.layout.num_phases + 1 + 3 * len(view.entry)
+        return spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+
+    def observe_all(self, views: Sequence[SignalView], readings: Readings) -> np.ndarray:
+        """Each intersection's queue features followed by its phases' exit densities."""
+        queue = super().observe_all(views, readings)
+        parts, start = [], 0
+        for v in views:
+            end = start + v.layout.num_phases + 1 + 3 * len(v.entry)
+            density = readings.count[v.exit] / v.exit_capacity
+            outlet = [np.mean([density[o] for _, o in moves]) if moves else 0.0
+                      for moves in v.layout.movements]
+            parts += [queue[start:end], np.clip(outlet, 0.0, 1.0).astype(np.float32)]
+            start = end
+        return np.concatenate(parts)
+
+
 class PressureObservation(ObservationFunction):
     """Phase one-hot and each green phase's pressure (Varaiya's max-pressure quantity).
 
@@ -134,5 +164,6 @@ class PressureObservation(ObservationFunction):
 
 OBSERVATIONS: dict[str, type[ObservationFunction]] = {
     "queue": QueueObservation,
+    "queue-exit": QueueExitObservation,
     "pressure": PressureObservation,
 }

@@ -185,7 +185,8 @@ def test_usage_errors_are_one_line(args: list[str], words: list[str]) -> None:
 def test_choices_are_listed_in_help() -> None:
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for choices in ("dqn|ppo", "queue|pressure", "none|last|zero-flag", "full|mini|stochastic"):
+    for choices in ("dqn|ppo", "queue|queue-exit|pressure", "none|last|zero-flag",
+                    "full|mini|stochastic"):
         assert choices in result.stdout, choices
 
 

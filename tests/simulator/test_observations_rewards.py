@@ -10,7 +10,12 @@ import pytest
 
 from networks import Scenario
 from simulator.core import TrafficSimulation
-from simulator.observations import ObservationFunction, PressureObservation, QueueObservation
+from simulator.observations import (
+    ObservationFunction,
+    PressureObservation,
+    QueueExitObservation,
+    QueueObservation,
+)
 from simulator.rewards import (
     DelayReward,
     PressureReward,
@@ -195,7 +200,47 @@ def test_pressure_observation_sign_follows_entry_minus_exit(
     assert (obs_fn(view, base.with_values(count=count))[k:] < 0).all()
 
 
-@pytest.mark.parametrize("obs_fn", [QueueObservation(), PressureObservation()])
+def exit_reference(sim: TrafficSimulation, view: SignalView, r: Readings) -> np.ndarray:
+    """QueueExitObservation's phase part from its definition: per green phase, the mean
+    density of the outgoing lanes its movements lead to."""
+    det = sim.detectors
+    exits = [
+        next(i for i, (d, e) in enumerate(zip(det.lanes, det.is_entry, strict=True))
+             if d == lane and not e)
+        for lane in view.layout.outgoing_lanes
+    ]
+    assert list(view.exit) == exits
+    capacity = np.maximum(det.lengths[exits] / VEHICLE_SPACE_M, 1.0)
+    density = r.count[exits] / capacity
+    return np.clip([np.mean([density[o] for _, o in moves]) if moves else 0.0
+                    for moves in view.layout.movements], 0.0, 1.0)
+
+
+def test_queue_exit_observation_matches_its_definition(
+    with_exits: tuple[TrafficSimulation, list[Snapshot]],
+) -> None:
+    sim, snaps = with_exits
+    obs_fn = QueueExitObservation()
+    assert obs_fn.needs_exits
+    filled = False
+    for snap in replayed(sim, snaps):
+        for readings in (snap.readings, snap.readings.with_values(count=snap.readings.count * 20)):
+            got = obs_fn.observe_all(sim.views, readings)
+            expected = np.concatenate([np.concatenate((queue_reference(sim, v, readings),
+                                                       exit_reference(sim, v, readings)))
+                                       for v in sim.views])
+            assert got.dtype == np.float32
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+            for v in sim.views:
+                one = obs_fn(v, readings)
+                assert obs_fn.space(v).contains(one)
+                assert obs_fn.space(v).shape == (2 * v.layout.num_phases + 1 + 3 * len(v.entry),)
+        filled |= any(exit_reference(sim, v, snap.readings).max() > 0 for v in sim.views)
+    assert filled  # some outgoing lane held vehicles
+
+
+@pytest.mark.parametrize("obs_fn", [QueueObservation(), QueueExitObservation(),
+                                    PressureObservation()])
 def test_default_observe_all_concatenates_the_views(
     obs_fn: ObservationFunction, with_exits: tuple[TrafficSimulation, list[Snapshot]]
 ) -> None:
