@@ -72,19 +72,20 @@ def test_the_example_specs_load() -> None:
     # a classic controller does not train: one run per seed, whatever the training axes
     assert sum(u.controller == "max-pressure" for u in study.units) == 3
 
-    # the validation spec names the benchmark's runs, which exist only after it: the rest of
-    # the spec is checked with classic controllers in their place
-    text = (SPECS / "ingolstadt21-validation.toml").read_text()
-    named = tomllib.loads(text)["controllers"]
-    assert [c.split(":")[0] for c in named] == ["actuated", "tuned", "trained"]
-    for controller in named[1:]:
-        text = text.replace(f'"{controller}"', '"max-pressure"' if "tuned" in controller
-                            else '"sotl"')
-    validation = parse(text, SPECS / "ingolstadt21-validation.toml")
-    held_out = set(range(20))  # the benchmark's evaluation seeds, and its tuning seeds below
-    assert not {u.seed for u in validation.units} & (held_out | {10_000, 10_001})
-    # fixed timing joins the three as the reference
-    assert validation.base.demand.mode == "resample" and len(validation.units) == 4 * 10
+    # the ingolstadt21 specs name trained runs, which exist only after their commands: the
+    # rest of each spec is checked with classic controllers in their place
+    for name, kinds in (("ingolstadt21-validation", ["actuated", "tuned", "trained"]),
+                        ("ingolstadt21-observation", ["actuated", "trained", "trained"])):
+        text = (SPECS / f"{name}.toml").read_text()
+        named = tomllib.loads(text)["controllers"]
+        assert [c.split(":")[0] for c in named] == kinds
+        for stand_in, controller in zip(("max-pressure", "sotl"), named[1:], strict=True):
+            text = text.replace(f'"{controller}"', f'"{stand_in}"')
+        validation = parse(text, SPECS / f"{name}.toml")
+        held_out = set(range(20))  # the benchmark's evaluation seeds, and its tuning seeds below
+        assert not {u.seed for u in validation.units} & (held_out | {10_000, 10_001})
+        # fixed timing joins the three as the reference
+        assert validation.base.demand.mode == "resample" and len(validation.units) == 4 * 10
 
 
 def test_a_sweep_crosses_the_grid_with_random_draws_and_expands_every_run(tmp_path: Path) -> None:
