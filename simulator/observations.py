@@ -62,8 +62,12 @@ class QueueObservation(ObservationFunction):
 
     def space(self, view: SignalView) -> spaces.Box:
         """Box of ``phases + 1 + 3 * lanes`` values in [0, 1]."""
-        size = view.layout.num_phases + 1 + 3 * len(view.entry)
-        return spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+        return spaces.Box(0.0, 1.0, shape=(self.size(view),), dtype=np.float32)
+
+    @staticmethod
+    def size(view: SignalView) -> int:
+        """Values of one intersection's queue features: ``phases + 1 + 3 * lanes``."""
+        return view.layout.num_phases + 1 + 3 * len(view.entry)
 
     def __call__(self, view: SignalView, readings: Readings) -> np.ndarray:
         """The observation vector."""
@@ -117,7 +121,7 @@ class QueueExitObservation(QueueObservation):
 
     def space(self, view: SignalView) -> spaces.Box:
         """Box of ``2 * phases + 1 + 3 * lanes`` values in [0, 1]."""
-        size = 2 * view.layout.num_phases + 1 + 3 * len(view.entry)
+        size = QueueObservation.size(view) + view.layout.num_phases
         return spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
 
     def observe_all(self, views: Sequence[SignalView], readings: Readings) -> np.ndarray:
@@ -125,7 +129,7 @@ class QueueExitObservation(QueueObservation):
         queue = super().observe_all(views, readings)
         parts, start = [], 0
         for v in views:
-            end = start + v.layout.num_phases + 1 + 3 * len(v.entry)
+            end = start + QueueObservation.size(v)
             density = readings.count[v.exit] / v.exit_capacity
             outlet = [np.mean([density[o] for _, o in moves]) if moves else 0.0
                       for moves in v.layout.movements]
